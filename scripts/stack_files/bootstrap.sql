@@ -25,6 +25,11 @@ begin
   if not exists (select from pg_roles where rolname = 'authenticator') then
     create role authenticator login noinherit;
   end if;
+  -- Exists on Supabase (the platform's admin); never granted to authenticator, so a token
+  -- naming it is refused like any other role PostgREST may not switch to.
+  if not exists (select from pg_roles where rolname = 'supabase_admin') then
+    create role supabase_admin nologin noinherit;
+  end if;
 end
 $$;
 

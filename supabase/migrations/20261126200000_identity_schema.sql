@@ -16,9 +16,9 @@ comment on schema identity is
 revoke all on schema identity from public;
 grant usage on schema identity to authenticated, service_role;
 
--- New functions in this schema are not executable by PUBLIC unless granted one by one.
-alter default privileges in schema identity revoke execute on functions from public;
-alter default privileges in schema identity revoke all on tables from public;
+-- Postgres lets PUBLIC execute every new function, and per-schema default privileges can only
+-- add rights, never take that one away: so every function below revokes it explicitly, and
+-- supabase/tests/01-security-model.sql fails for any function in this schema that does not.
 
 -- ---------------------------------------------------------------------------------------------
 -- updated_at maintenance

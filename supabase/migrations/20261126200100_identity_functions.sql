@@ -24,7 +24,7 @@ as $$
   insert into identity.users as u (id, shop_domain, email, name, shopify_id)
   values (
     'usr_' || encode(extensions.gen_random_bytes(12), 'hex'),
-    lower(btrim(get_or_create_user.shop_domain)),
+    lower(btrim(get_or_create_user.shop_domain, E' \t\r\n')),
     nullif(btrim(get_or_create_user.email), ''),
     nullif(btrim(get_or_create_user.name), ''),
     nullif(btrim(get_or_create_user.shopify_id), '')
@@ -101,28 +101,33 @@ returns table (id uuid, status text)
   set search_path = ''
 as $$
   with input as (
-    select r.id, r.user_id, r.event_type, r.event_data, r.created_at,
+    select r.id, r.user_id, r.event_type, r.event_data, r.created_at, r.n,
+           -- the first copy of an id in the batch is the one inserted; later copies are duplicates
+           r.n = min(r.n) over (partition by r.id) as first_copy,
            exists (select 1 from identity.users as u where u.id = r.user_id) as user_exists
-    from jsonb_to_recordset(record_events.events)
-      as r (id uuid, user_id text, event_type text, event_data jsonb, created_at timestamptz)
+    from rows from (
+      jsonb_to_recordset(record_events.events)
+        as (id uuid, user_id text, event_type text, event_data jsonb, created_at timestamptz)
+    ) with ordinality as r (id, user_id, event_type, event_data, created_at, n)
   ),
   inserted as (
     insert into identity.events as ev (id, user_id, event_type, event_data, created_at)
     select i.id, i.user_id, i.event_type, coalesce(i.event_data, '{}'::jsonb),
            coalesce(i.created_at, now())
     from input as i
-    where i.user_exists
+    where i.user_exists and i.first_copy
     on conflict on constraint events_pkey do nothing
     returning ev.id
   )
   select i.id,
          case
-           when ins.id is not null then 'inserted'
+           when ins.id is not null and i.first_copy then 'inserted'
            when not i.user_exists then 'unknown_user'
            else 'duplicate'
          end
   from input as i
-  left join inserted as ins on ins.id = i.id;
+  left join inserted as ins on ins.id = i.id
+  order by i.n;
 $$;
 comment on function identity.record_events(jsonb) is
   'Inserts a batch of events once each (by id); returns inserted/duplicate/unknown_user per id.';
