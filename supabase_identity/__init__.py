@@ -1,0 +1,133 @@
+"""supabase-identity: user identity, event logging and conversation history over Supabase HTTP.
+
+Public surface (everything else is private and may change)::
+
+    from supabase_identity import IdentityClient, AsyncIdentityClient
+    from supabase_identity import get_or_create_user, log_user_event, get_user_profile
+    from supabase_identity import get_user_conversations, get_conversation, flush_events
+    from supabase_identity import IdentityError, ValidationError, NotFoundError, ...
+
+Importing this package reads no file and opens no connection; the module-level functions build
+a default client from the environment on first use.
+"""
+
+from ._client import AsyncIdentityClient, IdentityClient
+from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from ._default import (
+    close_default_client,
+    flush_events,
+    get_conversation,
+    get_default_client,
+    get_or_create_user,
+    get_user_conversations,
+    get_user_profile,
+    log_user_event,
+    set_default_client,
+)
+from ._exceptions import (
+    APIResponseValidationError,
+    APIStatusError,
+    AuthenticationError,
+    BackendUnavailableError,
+    ClientClosedError,
+    ConfigError,
+    ConflictError,
+    IdentityError,
+    MigrationsNotAppliedError,
+    NotFoundError,
+    PermissionDeniedError,
+    SchemaNotExposedError,
+    ValidationError,
+)
+from ._keys import KeyInfo, Privilege, classify_key, mint_user_token, redact, user_subject
+from ._models import (
+    Conversation,
+    ConversationPage,
+    ConversationSummary,
+    DeadLetter,
+    FlushResult,
+    OutboxEvent,
+    OutboxStats,
+    UserProfile,
+    UserStats,
+)
+from ._outbox import AsyncRedisOutbox, MemoryOutbox, RedisOutbox
+from ._settings import Settings, load_settings
+from ._types import NOT_GIVEN, NotGiven
+from ._validation import (
+    conversation_uuid,
+    normalize_shop_domain,
+    validate_event_data,
+    validate_event_type,
+    validate_user_id,
+)
+from ._version import __version__
+from .archive import (
+    ArchiverConfig,
+    ArchiveReport,
+    ConversationArchiver,
+    ConversationStore,
+    archive_conversation,
+)
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "NOT_GIVEN",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "ArchiveReport",
+    "ArchiverConfig",
+    "AsyncIdentityClient",
+    "AsyncRedisOutbox",
+    "AuthenticationError",
+    "BackendUnavailableError",
+    "ClientClosedError",
+    "ConfigError",
+    "ConflictError",
+    "Conversation",
+    "ConversationArchiver",
+    "ConversationPage",
+    "ConversationStore",
+    "ConversationSummary",
+    "DeadLetter",
+    "FlushResult",
+    "IdentityClient",
+    "IdentityError",
+    "KeyInfo",
+    "MemoryOutbox",
+    "MigrationsNotAppliedError",
+    "NotFoundError",
+    "NotGiven",
+    "OutboxEvent",
+    "OutboxStats",
+    "PermissionDeniedError",
+    "Privilege",
+    "RedisOutbox",
+    "SchemaNotExposedError",
+    "Settings",
+    "UserProfile",
+    "UserStats",
+    "ValidationError",
+    "__version__",
+    "archive_conversation",
+    "classify_key",
+    "close_default_client",
+    "conversation_uuid",
+    "flush_events",
+    "get_conversation",
+    "get_default_client",
+    "get_or_create_user",
+    "get_user_conversations",
+    "get_user_profile",
+    "load_settings",
+    "log_user_event",
+    "mint_user_token",
+    "normalize_shop_domain",
+    "redact",
+    "set_default_client",
+    "user_subject",
+    "validate_event_data",
+    "validate_event_type",
+    "validate_user_id",
+]

@@ -1,0 +1,590 @@
+"""Logic shared by the sync and async clients: no I/O and no sleeping happen here.
+
+The split follows the Stainless SDKs: :class:`BaseIdentityClient` owns configuration, request
+construction, retry decisions, backoff computation, response parsing and error mapping; the
+subclasses in ``_client.py`` only send requests and sleep (blocking or awaiting).
+
+Requests are *built* by the official ``supabase`` client (its PostgREST sub-client gives the URL,
+the query string, ``apikey``/``Authorization`` and the ``Accept-Profile``/``Content-Profile:
+identity`` headers) and *sent* by this package on the same pooled ``httpx`` client. postgrest-py's
+``execute()`` is not used because it hides what a service SDK needs: the HTTP status and
+``Retry-After`` (its errors carry neither), per-call timeouts, ``Content-Range`` next to the data,
+and retries beyond "GET on 503/520" (its sync retry also sleeps with ``time.sleep``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import json
+import logging
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pydantic
+from postgrest import AsyncPostgrestClient, SyncPostgrestClient
+from postgrest.types import CountMethod
+from tenacity import RetryCallState
+
+from ._constants import (
+    CONVERSATION_LIST_COLUMNS,
+    EVENT_COLUMNS,
+    INITIAL_RETRY_DELAY,
+    MAX_EMAIL_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_RETRY_AFTER,
+    MAX_RETRY_DELAY,
+    MAX_SHOPIFY_ID_LENGTH,
+    REQUIRED_FUNCTIONS,
+    RPC_NAME_PATTERN,
+    USER_TOKEN_REFRESH_MARGIN,
+)
+from ._exceptions import (
+    APIResponseValidationError,
+    BackendUnavailableError,
+    IdentityError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+    make_api_error,
+)
+from ._keys import Privilege, classify_key, mint_user_token, redact, token_expiry
+from ._models import (
+    Conversation,
+    ConversationPage,
+    ConversationSummary,
+    DeadLetter,
+    OutboxEvent,
+    UserProfile,
+)
+from ._outbox import make_dead_letter
+from ._types import TimeoutTypes
+from ._validation import (
+    conversation_uuid,
+    normalize_shop_domain,
+    validate_event_data,
+    validate_event_type,
+    validate_optional_text,
+    validate_page,
+    validate_user_id,
+)
+
+log = logging.getLogger("supabase_identity")
+
+RestClient = SyncPostgrestClient | AsyncPostgrestClient
+
+#: Only these transport failures are retried; a bad URL scheme or a local protocol error is not.
+RETRYABLE_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """One HTTP request, fully built, ready to be sent (possibly several times)."""
+
+    operation: str
+    method: str
+    url: str
+    params: httpx.QueryParams
+    headers: httpx.Headers
+    body: bytes | None = None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """Outcome of delivering some events: counts plus the dead letters to keep."""
+
+    delivered: int = 0
+    duplicates: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
+
+    def __add__(self, other: Delivery) -> Delivery:
+        return Delivery(
+            self.delivered + other.delivered,
+            self.duplicates + other.duplicates,
+            [*self.dead, *other.dead],
+        )
+
+
+class RetryableResponse(Exception):
+    """Internal: a response worth retrying (408/429/5xx); carries it to the backoff logic."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def is_retryable_status(status_code: int) -> bool:
+    """408, 429 and 5xx are transient; every other status is an answer."""
+    return status_code in (408, 429) or status_code >= 500
+
+
+def is_retryable_exception(exc: BaseException) -> bool:
+    """Whether tenacity should try again after ``exc``."""
+    return isinstance(exc, (RetryableResponse, *RETRYABLE_TRANSPORT_ERRORS))
+
+
+def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms``, ``Retry-After`` secs or date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return float(raw_ms) / 1000.0
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - (time.time() if now is None else now)
+
+
+def backoff_delay(retries_done: int, retry_after: float | None = None) -> float:
+    """Delay before the next attempt: ``Retry-After`` if sane, else exponential with jitter.
+
+    ``INITIAL * 2**retries_done`` capped at ``MAX_RETRY_DELAY``, times a jitter in
+    ``[0.75, 1.0]`` so that many clients failing together do not retry in lockstep.
+    """
+    if retry_after is not None and 0 <= retry_after <= MAX_RETRY_AFTER:
+        return retry_after
+    delay = min(INITIAL_RETRY_DELAY * (2.0**retries_done), MAX_RETRY_DELAY)
+    return delay * (1 - 0.25 * random.random())  # noqa: S311 - jitter, not cryptography
+
+
+def encode_cursor(started_at: datetime, conversation_id: uuid.UUID) -> str:
+    """Opaque keyset cursor for "after this conversation" (base64url of a JSON pair)."""
+    raw = json.dumps([started_at.isoformat(), str(conversation_id)], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Inverse of :func:`encode_cursor`; ``ValidationError`` for anything it did not produce."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        started, conv_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        when = datetime.fromisoformat(started)
+        if when.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return when, uuid.UUID(conv_id)
+    except (ValueError, TypeError, binascii.Error) as err:
+        raise ValidationError(
+            "cursor is not a cursor returned by get_user_conversations",
+            field="cursor",
+            rule="opaque_cursor",
+        ) from err
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON; NaN is refused (PostgREST would reject it anyway)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+class BaseIdentityClient:
+    """State and pure logic of :class:`IdentityClient` and :class:`AsyncIdentityClient`."""
+
+    base_url: str
+    privilege: Privilege
+    max_retries: int
+    timeout: TimeoutTypes
+
+    def _init_auth(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        access_token: str | None,
+        public_key: str | None,
+        jwt_secret: str | None,
+        user_id: str | None = None,
+        token_ttl: int = 0,
+    ) -> None:
+        """Record the credentials and derive the privilege (called by subclass constructors)."""
+        self.base_url = base_url
+        self._api_key = api_key
+        self._public_key = public_key
+        self._jwt_secret = jwt_secret
+        self._static_token = access_token
+        self._user_id = user_id
+        self._token_ttl = token_ttl
+        self._minted: tuple[str, float] | None = None
+        self._mint_lock = threading.Lock()
+        self.privilege = (
+            Privilege.USER
+            if user_id is not None
+            else classify_key(access_token or api_key).privilege
+        )
+
+    # --- secrets --------------------------------------------------------------------------
+
+    def _secrets(self) -> list[str]:
+        found = [self._api_key, self._public_key, self._jwt_secret, self._static_token]
+        if self._minted is not None:
+            found.append(self._minted[0])
+        return [s for s in found if s]
+
+    def _redact(self, text: str) -> str:
+        """Replace any secret this client holds by its redacted form."""
+        for secret in sorted(self._secrets(), key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, redact(secret))
+        return text
+
+    def _bearer(self) -> str:
+        """The token to send as ``Authorization: Bearer``, minting a fresh one when needed."""
+        if self._user_id is None:
+            return self._static_token or self._api_key
+        assert self._jwt_secret is not None
+        now = time.time()
+        with self._mint_lock:
+            if self._minted is None or self._minted[1] - now < USER_TOKEN_REFRESH_MARGIN:
+                token = mint_user_token(self._user_id, self._jwt_secret, ttl=self._token_ttl)
+                self._minted = (token, token_expiry(token) or now + self._token_ttl)
+            return self._minted[0]
+
+    def __repr__(self) -> str:
+        who = f", user_id={self._user_id!r}" if self._user_id else ""
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, key={redact(self._api_key)!r}, "
+            f"privilege={self.privilege.value!r}{who})"
+        )
+
+    # --- permission checks ----------------------------------------------------------------
+
+    def _require_write(self, operation: str) -> None:
+        """Refuse a write before any request when this client cannot possibly be allowed it."""
+        if self.privilege in (Privilege.PUBLIC, Privilege.USER):
+            what = "a user-scoped token" if self.privilege is Privilege.USER else "the public key"
+            raise PermissionDeniedError(
+                f"{operation} needs the service key, but this client holds {what} "
+                f"({redact(self._api_key)}). Set SUPABASE_SERVICE_ROLE_KEY (or "
+                "SUPABASE_SECRET_KEY) for backend services; public keys ship to browsers and "
+                "can write nothing in the identity schema.",
+            )
+
+    # --- request construction -------------------------------------------------------------
+
+    def _spec(self, operation: str, builder: Any) -> RequestSpec:
+        """Turn a postgrest-py request builder into a :class:`RequestSpec`."""
+        req = builder.request
+        headers = httpx.Headers(req.headers)  # case-insensitive: replaces, never duplicates
+        headers["Authorization"] = f"Bearer {self._bearer()}"
+        body = encode_json(req.json) if req.json is not None else None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        return RequestSpec(
+            operation=operation,
+            method=str(req.http_method),
+            url=str(req.path),
+            params=req.params,
+            headers=headers,
+            body=body,
+        )
+
+    def _spec_get_or_create_user(
+        self,
+        rest: RestClient,
+        shop_domain: str,
+        email: str | None,
+        name: str | None,
+        shopify_id: str | None,
+    ) -> RequestSpec:
+        params: dict[str, Any] = {
+            "shop_domain": normalize_shop_domain(shop_domain),
+            "email": validate_optional_text(email, field="email", max_length=MAX_EMAIL_LENGTH),
+            "name": validate_optional_text(name, field="name", max_length=MAX_NAME_LENGTH),
+            "shopify_id": validate_optional_text(
+                shopify_id, field="shopify_id", max_length=MAX_SHOPIFY_ID_LENGTH
+            ),
+        }
+        self._require_write("get_or_create_user")
+        return self._spec("rpc/get_or_create_user", rest.rpc("get_or_create_user", params))
+
+    def _spec_record_events(self, rest: RestClient, events: Sequence[OutboxEvent]) -> RequestSpec:
+        params: dict[str, Any] = {"events": [e.to_wire() for e in events]}
+        return self._spec("rpc/record_events", rest.rpc("record_events", params))
+
+    def _spec_get_user_profile(self, rest: RestClient, user_id: str) -> RequestSpec:
+        params: dict[str, Any] = {"user_id": validate_user_id(user_id)}
+        return self._spec("rpc/get_user_profile", rest.rpc("get_user_profile", params))
+
+    def _spec_list_conversations(
+        self, rest: RestClient, user_id: str, limit: int, offset: int, cursor: str | None
+    ) -> RequestSpec:
+        validate_user_id(user_id)
+        validate_page(limit, offset)
+        after = decode_cursor(cursor) if cursor is not None else None
+        if after is not None and offset:
+            raise ValidationError(
+                "pass either offset or cursor, not both", field="cursor", rule="exclusive"
+            )
+        if after is None:
+            query = rest.from_("conversations").select(
+                CONVERSATION_LIST_COLUMNS, count=CountMethod.exact
+            )
+        else:
+            query = rest.from_("conversations").select(CONVERSATION_LIST_COLUMNS)
+        query = query.eq("user_id", user_id)
+        if after is not None:
+            started, conv_id = after
+            ts = started.isoformat()
+            query = query.or_(f"started_at.lt.{ts},and(started_at.eq.{ts},id.lt.{conv_id})")
+        query = query.order("started_at", desc=True).order("id", desc=True).limit(limit)
+        if after is None:
+            query = query.offset(offset)
+        return self._spec("conversations", query)
+
+    def _spec_get_conversation(
+        self, rest: RestClient, user_id: str, conversation_id: str | uuid.UUID
+    ) -> RequestSpec:
+        validate_user_id(user_id)
+        conv = conversation_uuid(conversation_id)
+        query = rest.from_("conversations").select("*").eq("id", str(conv)).eq("user_id", user_id)
+        return self._spec("conversations", query)
+
+    def _spec_rpc(
+        self, rest: RestClient, function: str, params: Mapping[str, Any] | None
+    ) -> RequestSpec:
+        if not isinstance(function, str) or not re.fullmatch(RPC_NAME_PATTERN, function):
+            raise ValidationError(
+                f"function {function!r} is not a SQL function name",
+                field="function",
+                rule="identifier",
+            )
+        return self._spec(f"rpc/{function}", rest.rpc(function, dict(params or {})))
+
+    def _spec_events_page(
+        self, rest: RestClient, user_id: str, limit: int, after: tuple[str, str] | None
+    ) -> RequestSpec:
+        validate_user_id(user_id)
+        query = rest.from_("events").select(EVENT_COLUMNS).eq("user_id", user_id)
+        if after is not None:
+            ts, event_id = after
+            query = query.or_(f"created_at.gt.{ts},and(created_at.eq.{ts},id.gt.{event_id})")
+        query = query.order("created_at").order("id").limit(limit)
+        return self._spec("events", query)
+
+    @staticmethod
+    def _health_report(data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise BaseIdentityClient._shape_error("health", data)
+        present = set(data.get("functions") or [])
+        return {**data, "missing_functions": [f for f in REQUIRED_FUNCTIONS if f not in present]}
+
+    @staticmethod
+    def _build_event(
+        user_id: str,
+        event_type: str,
+        event_data: Mapping[str, Any] | None,
+        occurred_at: datetime | None,
+    ) -> OutboxEvent:
+        validate_user_id(user_id)
+        validate_event_type(event_type)
+        data = validate_event_data(event_data)
+        if occurred_at is not None and (
+            not isinstance(occurred_at, datetime) or occurred_at.tzinfo is None
+        ):
+            raise ValidationError(
+                "occurred_at must be a timezone-aware datetime",
+                field="occurred_at",
+                rule="aware_datetime",
+            )
+        return OutboxEvent(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            event_type=event_type,
+            event_data=data,
+            created_at=occurred_at or datetime.now(UTC),
+        )
+
+    # --- retries ---------------------------------------------------------------------------
+
+    def _retry_wait(self, state: RetryCallState) -> float:
+        """tenacity ``wait`` callback: honour ``Retry-After``, else exponential with jitter."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        retry_after = (
+            parse_retry_after(exc.response.headers) if isinstance(exc, RetryableResponse) else None
+        )
+        return backoff_delay(state.attempt_number - 1, retry_after)
+
+    def _log_retry(self, spec: RequestSpec) -> Callable[[RetryCallState], None]:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            what = type(exc).__name__ if not isinstance(exc, RetryableResponse) else str(exc)
+            wait = state.next_action.sleep if state.next_action is not None else 0.0
+            log.info(
+                "Retrying %s %s in %.2fs (attempt %d failed: %s)",
+                spec.method,
+                spec.operation,
+                wait,
+                state.attempt_number,
+                what,
+            )
+
+        return before_sleep
+
+    # --- responses -------------------------------------------------------------------------
+
+    def _error_from_response(self, response: httpx.Response) -> IdentityError:
+        try:
+            body: Any = response.json()
+            text = ""
+        except ValueError:
+            body, text = None, response.text
+        return make_api_error(response.status_code, body, redact=self._redact, fallback_text=text)
+
+    def _transport_error(self, spec: RequestSpec, err: Exception) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            self._redact(
+                f"Could not reach Supabase at {self.base_url} for {spec.operation} "
+                f"({type(err).__name__}: {err})"
+            ),
+            hint="Check SUPABASE_URL and that the project (or `scripts/stack up`) is running.",
+        )
+
+    def _json(self, spec: RequestSpec, response: httpx.Response) -> Any:
+        if not response.content.strip():
+            return None  # e.g. a scalar function returning SQL NULL
+        try:
+            return response.json()
+        except ValueError as err:
+            raise APIResponseValidationError(
+                f"{spec.operation} answered HTTP {response.status_code} with a non-JSON body",
+                status_code=response.status_code,
+            ) from err
+
+    @staticmethod
+    def _shape_error(operation: str, data: Any, err: Exception | None = None) -> IdentityError:
+        snippet = json.dumps(data, default=str)[:200]
+        return APIResponseValidationError(
+            f"Unexpected answer from {operation}: {snippet}. Are the identity migrations "
+            "up to date with this package version?" + (f" ({err})" if err is not None else "")
+        )
+
+    def _parse_get_or_create_user(self, data: Any) -> tuple[str, bool]:
+        row = data[0] if isinstance(data, list) and len(data) == 1 else data
+        if not isinstance(row, dict):
+            raise self._shape_error("get_or_create_user", data)
+        user_id, is_new = row.get("user_id"), row.get("is_new")
+        if not isinstance(user_id, str) or not isinstance(is_new, bool):
+            raise self._shape_error("get_or_create_user", data)
+        return user_id, is_new
+
+    def _parse_profile(self, user_id: str, data: Any) -> UserProfile:
+        if data is None or data == []:
+            raise NotFoundError(f"No user {user_id!r} (or it is not visible to this key)")
+        try:
+            return UserProfile.model_validate(data)
+        except pydantic.ValidationError as err:
+            raise self._shape_error("get_user_profile", data, err) from err
+
+    def _parse_page(
+        self, spec: RequestSpec, response: httpx.Response, limit: int, offset: int, keyset: bool
+    ) -> ConversationPage:
+        total = None if keyset else parse_content_range_total(response.headers)
+        if response.status_code == 416:  # offset past the end: an empty page, not an error
+            rows: Any = []
+        else:
+            rows = self._json(spec, response)
+        if not isinstance(rows, list):
+            raise self._shape_error("conversations", rows)
+        try:
+            items = [ConversationSummary.model_validate(r) for r in rows]
+        except pydantic.ValidationError as err:
+            raise self._shape_error("conversations", rows[:1], err) from err
+        more = len(items) == limit and (total is None or offset + len(items) < total)
+        cursor = encode_cursor(items[-1].started_at, items[-1].id) if items and more else None
+        return ConversationPage(
+            items=items, total=total, limit=limit, offset=offset, next_cursor=cursor
+        )
+
+    def _parse_conversation(self, user_id: str, conversation_id: str, data: Any) -> Conversation:
+        if not isinstance(data, list):
+            raise self._shape_error("conversations", data)
+        if not data:
+            raise NotFoundError(
+                f"No conversation {conversation_id!r} for user {user_id!r} "
+                "(or it is not visible to this key)"
+            )
+        try:
+            return Conversation.model_validate(data[0])
+        except pydantic.ValidationError as err:
+            raise self._shape_error("conversations", data[0], err) from err
+
+    def _parse_record_events(self, events: Sequence[OutboxEvent], data: Any) -> Delivery:
+        if not isinstance(data, list):
+            raise self._shape_error("record_events", data)
+        statuses: dict[str, str] = {}
+        for row in data:
+            if not isinstance(row, dict) or not isinstance(row.get("status"), str):
+                raise self._shape_error("record_events", data)
+            statuses[str(row.get("id"))] = row["status"]
+        result = Delivery()
+        for event in events:
+            status = statuses.get(str(event.id))
+            if status == "inserted":
+                result.delivered += 1
+            elif status == "duplicate":
+                result.duplicates += 1
+            elif status == "unknown_user":
+                log.warning(
+                    "Event %s (%s) refers to unknown user %s: kept as a dead letter, not retried",
+                    event.id,
+                    event.event_type,
+                    event.user_id,
+                )
+                result.dead.append(
+                    make_dead_letter(event, f"unknown_user: no user {event.user_id} exists")
+                )
+            else:
+                raise self._shape_error("record_events", data)
+        return result
+
+    @staticmethod
+    def _dead_for_rejected(event: OutboxEvent, err: IdentityError) -> DeadLetter:
+        log.warning(
+            "Event %s (%s for %s) rejected by the database, kept as a dead letter: %s",
+            event.id,
+            event.event_type,
+            event.user_id,
+            err,
+        )
+        return make_dead_letter(event, f"rejected: {err}")
+
+
+def parse_content_range_total(headers: httpx.Headers) -> int | None:
+    """The total from ``Content-Range: 0-19/57`` (or ``*/0``); ``None`` if absent or ``*``."""
+    value = headers.get("content-range")
+    if not value or "/" not in value:
+        return None
+    total = value.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+def dedupe_events(events: Sequence[OutboxEvent]) -> list[OutboxEvent]:
+    """Drop repeated ids (keeping the first): ``record_events`` reports one status per id."""
+    seen: set[uuid.UUID] = set()
+    out: list[OutboxEvent] = []
+    for event in events:
+        if event.id not in seen:
+            seen.add(event.id)
+            out.append(event)
+    return out

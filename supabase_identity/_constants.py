@@ -1,0 +1,95 @@
+"""Every default the package uses, in one place.
+
+Timeouts, retry bounds, validation limits and Redis key names live here so that a reader (or an
+operator tuning a deployment) finds them without reading the clients, and so that tests can patch
+one value instead of hunting for literals.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import httpx
+
+#: The Postgres schema the package talks to (sent as ``Accept-Profile``/``Content-Profile``).
+SCHEMA: Final = "identity"
+
+#: Connect quickly or fail over to the outbox; a read may legitimately take longer (batch inserts).
+DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+DEFAULT_READ_TIMEOUT: Final = 15.0
+DEFAULT_TIMEOUT: Final = httpx.Timeout(
+    DEFAULT_READ_TIMEOUT, connect=DEFAULT_CONNECT_TIMEOUT, pool=DEFAULT_CONNECT_TIMEOUT
+)
+
+#: Retries after the first attempt, for connection errors, 408, 429 and 5xx only.
+DEFAULT_MAX_RETRIES: Final = 3
+#: Exponential backoff: INITIAL * 2**n capped at MAX, multiplied by a jitter in [0.75, 1.0].
+INITIAL_RETRY_DELAY: Final = 0.25
+MAX_RETRY_DELAY: Final = 8.0
+#: A server's ``Retry-After`` is honoured up to this many seconds; beyond it, backoff applies.
+MAX_RETRY_AFTER: Final = 60.0
+
+#: One pool per client instance; enough for a threaded web server without exhausting PostgREST.
+DEFAULT_CONNECTION_LIMITS: Final = httpx.Limits(
+    max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0
+)
+
+#: Lifetime of a token minted by ``for_user``; short so a leaked token is soon useless.
+DEFAULT_USER_TOKEN_TTL: Final = 300
+#: A minted token is replaced when fewer than this many seconds of validity remain.
+USER_TOKEN_REFRESH_MARGIN: Final = 30
+
+# --- validation limits (mirror the CHECK constraints in supabase/migrations) ------------------
+USER_ID_PATTERN: Final = r"^usr_[a-z0-9]{16,46}$"
+SHOP_DOMAIN_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{0,62}\.myshopify\.com$"
+EVENT_TYPE_PATTERN: Final = r"^[a-z][a-z0-9_.:-]{0,99}$"
+MAX_EVENT_TYPE_LENGTH: Final = 100
+MAX_EVENT_DATA_BYTES: Final = 32 * 1024
+MAX_EMAIL_LENGTH: Final = 255
+MAX_NAME_LENGTH: Final = 255
+MAX_SHOPIFY_ID_LENGTH: Final = 100
+MAX_CONVERSATION_ID_LENGTH: Final = 512
+MIN_PAGE_LIMIT: Final = 1
+MAX_PAGE_LIMIT: Final = 100
+DEFAULT_PAGE_LIMIT: Final = 20
+
+#: Conversation list columns: everything but ``messages``, so a page never ships message bodies.
+CONVERSATION_LIST_COLUMNS: Final = (
+    "id,source_id,user_id,merchant_id,workflow_name,started_at,ended_at,message_count,"
+    "metadata,created_at,updated_at,archived_at"
+)
+
+#: Namespace strings for deterministic UUIDv5 ids (shared with the archiver and the SQL tests).
+CONVERSATION_UUID_PREFIX: Final = "supabase-identity:conversation:"
+USER_SUBJECT_PREFIX: Final = "supabase-identity:user:"
+
+# --- events outbox ----------------------------------------------------------------------------
+#: Events per ``record_events`` call; bounded so one request stays well under the gateway limit.
+EVENT_BATCH_SIZE: Final = 500
+OUTBOX_KEY_PREFIX: Final = "identity:outbox:events"
+#: The Redis flush lock expires on its own if a flusher dies; it is refreshed between batches.
+OUTBOX_LOCK_TTL_MS: Final = 120_000
+#: In-process buffer bound used when no Redis is configured (see ``MemoryOutbox``).
+DEFAULT_MEMORY_OUTBOX_SIZE: Final = 10_000
+DEFAULT_MEMORY_DEAD_LETTER_SIZE: Final = 10_000
+
+#: Key prefixes and redaction: at most this many leading characters of a secret are ever shown.
+REDACTED_KEY_PREFIX_LENGTH: Final = 12
+
+#: Redis client built from REDIS_URL: fail fast, so a dead Redis (while Supabase is also down)
+#: costs a caller well under a second before the event falls back to process memory.
+REDIS_CONNECT_TIMEOUT: Final = 1.0
+REDIS_SOCKET_TIMEOUT: Final = 5.0
+REDIS_RETRIES: Final = 1
+
+#: SQL functions the package calls; ``health()`` reports any that are missing.
+REQUIRED_FUNCTIONS: Final = (
+    "archive_conversations",
+    "get_or_create_user",
+    "get_user_profile",
+    "health",
+    "link_conversations",
+    "record_events",
+)
+EVENT_COLUMNS: Final = "id,user_id,event_type,event_data,created_at,received_at"
+RPC_NAME_PATTERN: Final = r"^[a-z_][a-z0-9_]{0,62}$"

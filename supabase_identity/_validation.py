@@ -1,0 +1,244 @@
+"""Argument validation and normalization, shared by both clients and the archiver.
+
+Everything here is pure and raises :class:`~supabase_identity.ValidationError` naming the field
+and the rule, so that bad input fails in the caller's process with a useful message instead of
+as an opaque 400 from PostgREST (or, worse, as an event that poisons the outbox later). The rules
+mirror the CHECK constraints in ``supabase/migrations``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from ._constants import (
+    CONVERSATION_UUID_PREFIX,
+    EVENT_TYPE_PATTERN,
+    MAX_CONVERSATION_ID_LENGTH,
+    MAX_EVENT_DATA_BYTES,
+    MAX_EVENT_TYPE_LENGTH,
+    MAX_PAGE_LIMIT,
+    MIN_PAGE_LIMIT,
+    SHOP_DOMAIN_PATTERN,
+    USER_ID_PATTERN,
+)
+from ._exceptions import ValidationError
+from ._types import JSONObject
+
+__all__ = [
+    "conversation_uuid",
+    "normalize_shop_domain",
+    "validate_event_data",
+    "validate_event_type",
+    "validate_optional_text",
+    "validate_page",
+    "validate_user_id",
+]
+
+_USER_ID_RE = re.compile(USER_ID_PATTERN)
+_SHOP_RE = re.compile(SHOP_DOMAIN_PATTERN)
+_EVENT_TYPE_RE = re.compile(EVENT_TYPE_PATTERN)
+
+
+def _show(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def normalize_shop_domain(shop_domain: str) -> str:
+    """Return the canonical form of a Shopify shop domain, or raise ``ValidationError``.
+
+    Accepts what callers actually pass around (``" HTTPS://Cool-Shop.myshopify.com/ "``): strips
+    whitespace, lowercases, drops an ``http(s)://`` scheme and trailing slashes, then requires
+    ``<name>.myshopify.com`` with a DNS-label name. Anything else (custom domains, paths, ports)
+    is rejected, because the shop domain is the user's natural key: two spellings of one shop
+    must never become two users.
+    """
+    if not isinstance(shop_domain, str):
+        raise ValidationError(
+            f"shop_domain must be a string, got {type(shop_domain).__name__}",
+            field="shop_domain",
+            rule="type",
+        )
+    domain = shop_domain.strip().lower()
+    for scheme in ("https://", "http://"):
+        if domain.startswith(scheme):
+            domain = domain[len(scheme) :]
+            break
+    domain = domain.rstrip("/")
+    if not _SHOP_RE.fullmatch(domain):
+        raise ValidationError(
+            f"shop_domain {_show(shop_domain)} is not a Shopify shop domain: expected "
+            "'<name>.myshopify.com' (letters, digits and '-', at most 63 characters in <name>)",
+            field="shop_domain",
+            rule="myshopify_domain",
+        )
+    return domain
+
+
+def validate_user_id(user_id: str, *, field: str = "user_id") -> str:
+    """Check that ``user_id`` looks like ``usr_`` + 16-46 lowercase letters/digits."""
+    if not isinstance(user_id, str) or not _USER_ID_RE.fullmatch(user_id):
+        raise ValidationError(
+            f"{field} {_show(user_id)} is not a user id: expected 'usr_' followed by 16-46 "
+            "lowercase letters or digits",
+            field=field,
+            rule="usr_id_format",
+        )
+    return user_id
+
+
+def validate_event_type(event_type: str) -> str:
+    """Check the event type: lowercase start, then ``[a-z0-9_.:-]``, at most 100 characters."""
+    if not isinstance(event_type, str):
+        raise ValidationError(
+            f"event_type must be a string, got {type(event_type).__name__}",
+            field="event_type",
+            rule="type",
+        )
+    if len(event_type) > MAX_EVENT_TYPE_LENGTH:
+        raise ValidationError(
+            f"event_type is {len(event_type)} characters long; the limit is "
+            f"{MAX_EVENT_TYPE_LENGTH}",
+            field="event_type",
+            rule="max_length",
+        )
+    if not _EVENT_TYPE_RE.fullmatch(event_type):
+        raise ValidationError(
+            f"event_type {_show(event_type)} must start with a lowercase letter and contain "
+            "only lowercase letters, digits, '_', '.', ':' and '-'",
+            field="event_type",
+            rule="event_type_format",
+        )
+    return event_type
+
+
+def _reject_nan(value: str) -> float:
+    raise ValueError(f"{value} is not valid JSON")
+
+
+def validate_event_data(event_data: Mapping[str, Any] | None) -> JSONObject:
+    """Return a detached, JSON-clean copy of ``event_data`` or raise ``ValidationError``.
+
+    Rules: a mapping with string keys; JSON-serializable; no NaN/Infinity (not JSON); no NUL
+    characters (Postgres ``jsonb`` rejects ``\\u0000``, which would make the whole delivery batch
+    fail); at most 32 KiB once serialized as UTF-8. The copy is round-tripped through JSON, so a
+    caller mutating its dict afterwards cannot change an event waiting in the outbox.
+    """
+    if event_data is None:
+        return {}
+    if not isinstance(event_data, Mapping):
+        raise ValidationError(
+            f"event_data must be a mapping (a JSON object), got {type(event_data).__name__}",
+            field="event_data",
+            rule="json_object",
+        )
+    bad_key = next((k for k in event_data if not isinstance(k, str)), None)
+    if bad_key is not None:
+        raise ValidationError(
+            f"event_data keys must be strings, got {_show(bad_key)}",
+            field="event_data",
+            rule="string_keys",
+        )
+    try:
+        text = json.dumps(event_data, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        encoded = text.encode("utf-8")
+    except (TypeError, ValueError) as err:  # UnicodeEncodeError is a ValueError
+        raise ValidationError(
+            f"event_data is not JSON-serializable: {err}",
+            field="event_data",
+            rule="json_serializable",
+        ) from err
+    if "\\u0000" in text or "\x00" in text:
+        raise ValidationError(
+            "event_data contains a NUL character (\\u0000), which Postgres jsonb rejects",
+            field="event_data",
+            rule="no_nul",
+        )
+    if len(encoded) > MAX_EVENT_DATA_BYTES:
+        raise ValidationError(
+            f"event_data is {len(encoded)} bytes serialized; the limit is "
+            f"{MAX_EVENT_DATA_BYTES} bytes",
+            field="event_data",
+            rule="max_bytes",
+        )
+    copy: JSONObject = json.loads(text, parse_constant=_reject_nan)
+    return copy
+
+
+def validate_optional_text(value: str | None, *, field: str, max_length: int) -> str | None:
+    """Strip an optional text argument; empty becomes ``None``; NULs and overlong values fail."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"{field} must be a string or None, got {type(value).__name__}",
+            field=field,
+            rule="type",
+        )
+    value = value.strip()
+    if not value:
+        return None
+    if "\x00" in value:
+        raise ValidationError(
+            f"{field} contains a NUL character, which Postgres text rejects",
+            field=field,
+            rule="no_nul",
+        )
+    if len(value) > max_length:
+        raise ValidationError(
+            f"{field} is {len(value)} characters long; the limit is {max_length}",
+            field=field,
+            rule="max_length",
+        )
+    return value
+
+
+def validate_page(limit: int, offset: int) -> tuple[int, int]:
+    """Check ``1 <= limit <= 100`` and ``offset >= 0`` (booleans are not integers here)."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValidationError("limit must be an integer", field="limit", rule="type")
+    if not MIN_PAGE_LIMIT <= limit <= MAX_PAGE_LIMIT:
+        raise ValidationError(
+            f"limit must be between {MIN_PAGE_LIMIT} and {MAX_PAGE_LIMIT}, got {limit}",
+            field="limit",
+            rule="range",
+        )
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise ValidationError("offset must be an integer", field="offset", rule="type")
+    if offset < 0:
+        raise ValidationError(
+            f"offset must be 0 or more, got {offset}", field="offset", rule="range"
+        )
+    return limit, offset
+
+
+def conversation_uuid(conversation_id: str | uuid.UUID) -> uuid.UUID:
+    """Map a conversation id to the UUID it is stored under in ``identity.conversations``.
+
+    A UUID (or a string that parses as one) is itself. Any other id (the agents service is free to
+    use its own ids) maps to ``uuid5(NAMESPACE_URL, "supabase-identity:conversation:" + id)``, and
+    the archiver keeps the original in ``source_id``. Deterministic, so re-archiving the same
+    conversation updates one row, and readers can find it by the id they know.
+    """
+    if isinstance(conversation_id, uuid.UUID):
+        return conversation_id
+    if not isinstance(conversation_id, str) or not conversation_id.strip():
+        raise ValidationError(
+            "conversation_id must be a non-empty string or UUID",
+            field="conversation_id",
+            rule="non_empty",
+        )
+    if len(conversation_id) > MAX_CONVERSATION_ID_LENGTH:
+        raise ValidationError(
+            f"conversation_id is longer than {MAX_CONVERSATION_ID_LENGTH} characters",
+            field="conversation_id",
+            rule="max_length",
+        )
+    try:
+        return uuid.UUID(conversation_id)
+    except ValueError:
+        return uuid.uuid5(uuid.NAMESPACE_URL, CONVERSATION_UUID_PREFIX + conversation_id)

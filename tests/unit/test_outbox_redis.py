@@ -1,0 +1,279 @@
+"""The Redis outbox against a real redis-server (Lua scripts, lists, the flush lock)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import redis.asyncio
+import respx
+
+from supabase_identity import AsyncRedisOutbox, OutboxEvent, RedisOutbox
+
+from .conftest import USER_ID, make_async_client, make_client
+
+PREFIX = "test:outbox"
+
+
+def _event(n: int = 0) -> OutboxEvent:
+    return OutboxEvent(
+        id=uuid.uuid4(),
+        user_id=USER_ID,
+        event_type=f"e{n}",
+        event_data={"n": n},
+        created_at=datetime.now(UTC),
+    )
+
+
+def _statuses(request: httpx.Request, status: str = "inserted") -> httpx.Response:
+    events = json.loads(request.content)["events"]
+    return httpx.Response(200, json=[{"id": e["id"], "status": status} for e in events])
+
+
+def _ids(r: redis.Redis, key: str) -> list[str]:
+    return [json.loads(raw)["id"] for raw in r.lrange(key, 0, -1)]
+
+
+def test_claim_moves_atomically_and_ack_deletes(redis_client: redis.Redis) -> None:
+    box = RedisOutbox(redis_client, key_prefix=PREFIX)
+    events = [_event(i) for i in range(5)]
+    box.push(events)
+    assert box.try_lock()
+
+    batch = box.claim(3)
+
+    assert batch == events[:3]
+    assert redis_client.llen(PREFIX) == 2
+    assert _ids(redis_client, f"{PREFIX}:processing") == [str(e.id) for e in events[:3]]
+    assert box.pending_count() == 5
+    box.ack()
+    assert redis_client.llen(f"{PREFIX}:processing") == 0
+    assert box.pending_count() == 2
+    box.unlock()
+    assert redis_client.get(f"{PREFIX}:lock") is None
+
+
+def test_release_puts_the_batch_back_at_the_head_in_order(redis_client: redis.Redis) -> None:
+    box = RedisOutbox(redis_client, key_prefix=PREFIX)
+    events = [_event(i) for i in range(4)]
+    box.push(events)
+    assert box.try_lock()
+    box.claim(2)
+    box.release()
+    assert _ids(redis_client, PREFIX) == [str(e.id) for e in events]
+    box.unlock()
+
+
+def test_lock_is_exclusive_between_processes(redis_client: redis.Redis) -> None:
+    first = RedisOutbox(redis_client, key_prefix=PREFIX)
+    second = RedisOutbox(redis_client, key_prefix=PREFIX)
+    assert first.try_lock()
+    assert not second.try_lock()
+    first.unlock()
+    assert second.try_lock()
+    second.unlock()
+
+
+def test_crashed_flusher_batch_is_redelivered_first_and_nothing_is_lost(
+    redis_client: redis.Redis,
+) -> None:
+    crashed = RedisOutbox(redis_client, key_prefix=PREFIX, lock_ttl_ms=100)
+    events = [_event(i) for i in range(5)]
+    crashed.push(events)
+    assert crashed.try_lock()
+    in_flight = crashed.claim(2)
+    # ... the process dies here: no ack, no release, no unlock (the lock expires by itself)
+    time.sleep(0.2)
+
+    survivor = RedisOutbox(redis_client, key_prefix=PREFIX)
+    assert survivor.try_lock()
+    assert survivor.claim(10) == in_flight, "the orphaned batch comes back before new work"
+    survivor.ack()
+    assert survivor.claim(10) == events[2:]
+    survivor.ack()
+    assert survivor.pending_count() == 0
+    survivor.unlock()
+
+
+def test_a_flusher_that_lost_its_lock_cannot_ack_or_claim(redis_client: redis.Redis) -> None:
+    slow = RedisOutbox(redis_client, key_prefix=PREFIX, lock_ttl_ms=100)
+    slow.push([_event(1)])
+    assert slow.try_lock()
+    slow.claim(10)
+    time.sleep(0.2)
+    other = RedisOutbox(redis_client, key_prefix=PREFIX)
+    assert other.try_lock()
+
+    slow.ack()  # must not delete the batch the new owner is responsible for
+    assert redis_client.llen(f"{PREFIX}:processing") == 1
+    assert slow.claim(10) is None
+    assert not slow.refresh_lock()
+    slow.unlock()  # releases only the local lock; the other owner's key stays
+    assert redis_client.get(f"{PREFIX}:lock") is not None
+    other.unlock()
+
+
+def test_client_queues_in_redis_and_flush_delivers_exactly_once(
+    redis_client: redis.Redis, api: respx.MockRouter, empty_env_dir: Path, sleeps: object
+) -> None:
+    route = api.post("/rpc/record_events").mock(side_effect=httpx.ConnectError("down"))
+    with make_client(empty_env_dir, outbox=RedisOutbox(redis_client, key_prefix=PREFIX)) as c:
+        c.log_user_event(USER_ID, "login", {"n": 1})
+        c.log_user_event(USER_ID, "login", {"n": 2})
+        assert redis_client.llen(PREFIX) == 2
+        (stored,) = [json.loads(r) for r in redis_client.lrange(PREFIX, 0, 0)]
+        assert stored["event_data"] == {"n": 1}
+
+        route.mock(side_effect=_statuses)
+        result = c.flush_events()
+
+        assert (result.delivered, result.remaining) == (2, 0)
+        assert redis_client.llen(PREFIX) == 0
+        sent_ids = [
+            e["id"] for call in route.calls[2:] for e in json.loads(call.request.content)["events"]
+        ]
+        assert len(sent_ids) == len(set(sent_ids)) == 2
+
+
+def test_unknown_user_goes_to_the_redis_dead_letter_list(
+    redis_client: redis.Redis, api: respx.MockRouter, empty_env_dir: Path
+) -> None:
+    box = RedisOutbox(redis_client, key_prefix=PREFIX)
+    box.push([_event(1), _event(2)])
+    api.post("/rpc/record_events").mock(side_effect=lambda r: _statuses(r, "unknown_user"))
+    with make_client(empty_env_dir, outbox=box) as c:
+        result = c.flush_events()
+        assert (result.dead_lettered, result.remaining) == (2, 0)
+        assert redis_client.llen(f"{PREFIX}:dead") == 2
+        assert all(d.reason.startswith("unknown_user") for d in c.dead_letters())
+        assert c.outbox_stats().dead_lettered == 2
+
+
+def test_unparseable_entries_are_dead_lettered_and_do_not_block(
+    redis_client: redis.Redis, api: respx.MockRouter, empty_env_dir: Path
+) -> None:
+    box = RedisOutbox(redis_client, key_prefix=PREFIX)
+    redis_client.rpush(PREFIX, "{not json")
+    box.push([_event(1)])
+    api.post("/rpc/record_events").mock(side_effect=_statuses)
+    with make_client(empty_env_dir, outbox=box) as c:
+        result = c.flush_events()
+    assert (result.delivered, result.remaining) == (1, 0)
+    (dead,) = [json.loads(r) for r in redis_client.lrange(f"{PREFIX}:dead", 0, -1)]
+    assert dead["raw"] == "{not json"
+
+
+def test_two_concurrent_flushers_deliver_each_event_once(
+    redis_client: redis.Redis, api: respx.MockRouter, empty_env_dir: Path, sleeps: object
+) -> None:
+    RedisOutbox(redis_client, key_prefix=PREFIX).push([_event(i) for i in range(1200)])
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        with lock:
+            seen.extend(e["id"] for e in json.loads(request.content)["events"])
+        time.sleep(0.01)
+        return _statuses(request)
+
+    api.post("/rpc/record_events").mock(side_effect=answer)
+    clients = [
+        make_client(empty_env_dir, outbox=RedisOutbox(redis_client, key_prefix=PREFIX))
+        for _ in range(2)
+    ]
+    results = []
+    threads = [
+        threading.Thread(target=lambda c=c: results.append(c.flush_events())) for c in clients
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in clients:
+        c.close()
+    assert len(seen) == len(set(seen)) == 1200
+    assert sum(r.delivered for r in results) == 1200
+
+
+def test_redis_down_falls_back_to_memory_without_raising(
+    api: respx.MockRouter, empty_env_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    route = api.post("/rpc/record_events").mock(side_effect=httpx.ConnectError("down"))
+    with make_client(empty_env_dir, redis_url="redis://127.0.0.1:1/0") as c:
+        started = time.monotonic()
+        with caplog.at_level(logging.ERROR, logger="supabase_identity"):
+            c.log_user_event(USER_ID, "login", {})
+        assert time.monotonic() - started < 2, "a dead Redis must fail fast"
+        assert "Redis outbox unavailable" in caplog.text
+        assert c._fallback.pending_count() == 1
+        route.mock(side_effect=_statuses)
+        result = c.flush_events()
+        assert result.delivered == 1, "events buffered in memory are delivered by flush"
+        assert result.error is not None and "Redis" in result.error
+
+
+def test_client_builds_its_own_redis_from_redis_url_and_closes_it(
+    redis_server: str, redis_client: redis.Redis, empty_env_dir: Path
+) -> None:
+    before = len(redis_client.client_list())
+    c = make_client(empty_env_dir, redis_url=redis_server)
+    assert isinstance(c.outbox, RedisOutbox)
+    assert c.outbox.redis.ping()
+    assert len(redis_client.client_list()) == before + 1
+    c.close()
+    time.sleep(0.05)
+    assert len(redis_client.client_list()) == before, "close() must close the Redis connection"
+
+
+@pytest.fixture
+async def aredis(redis_server: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_server)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.flushdb()
+        await client.aclose()
+
+
+async def test_async_redis_outbox_queue_flush_and_dead_letters(
+    aredis: redis.asyncio.Redis, api: respx.MockRouter, empty_env_dir: Path, sleeps: object
+) -> None:
+    route = api.post("/rpc/record_events").mock(side_effect=httpx.ConnectError("down"))
+    client = make_async_client(empty_env_dir, outbox=AsyncRedisOutbox(aredis, key_prefix=PREFIX))
+    try:
+        await client.log_user_event(USER_ID, "login", {"n": 1})
+        await client.log_user_event(USER_ID, "logout", {"n": 2})
+        assert await aredis.llen(PREFIX) == 2
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            events = json.loads(request.content)["events"]
+            return httpx.Response(
+                200,
+                json=[
+                    {
+                        "id": e["id"],
+                        "status": "inserted" if e["event_type"] == "login" else "unknown_user",
+                    }
+                    for e in events
+                ],
+            )
+
+        route.mock(side_effect=answer)
+        result = await client.flush_events()
+        assert (result.delivered, result.dead_lettered, result.remaining) == (1, 1, 0)
+        stats = await client.outbox_stats()
+        assert (stats.backend, stats.pending, stats.dead_lettered) == ("redis", 0, 1)
+        (dead,) = await client.dead_letters()
+        assert dead.event.event_type == "logout"
+    finally:
+        await client.close()
