@@ -1,0 +1,255 @@
+"""Turning what Redis holds into a row for ``identity.archive_conversations``: pure functions.
+
+Redis data written by other services is not trusted. Everything here accepts what it finds (bytes
+or str, missing fields, bad JSON, NUL characters Postgres rejects in ``jsonb``, huge values) and
+returns the best row it can build plus a list of *issues*: human-readable notes of what was
+repaired or left out. Issues are stored in the row's ``metadata.archive.issues`` and reported,
+so nothing is dropped silently and nothing crashes the archiver's loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from .._validation import conversation_uuid
+
+__all__ = ["RawConversation", "build_row", "decode", "parse_timestamp", "shop_from_merchant"]
+
+#: A message field longer than this (UTF-8 bytes) is truncated, with an issue recorded.
+DEFAULT_MAX_FIELD_BYTES: Final = 256 * 1024
+#: Conversation fields that map to columns; the rest of the hash goes to metadata.redis.
+_COLUMN_FIELDS: Final = frozenset(
+    {
+        "id",
+        "user_id",
+        "merchant_id",
+        "workflow_name",
+        "workflow",
+        "started_at",
+        "ended_at",
+        "message_count",
+        "archived",
+        "archived_count",
+        "archived_at",
+    }
+)
+
+
+def decode(value: bytes | str, issues: list[str], where: str) -> str:
+    """Return ``value`` as text; undecodable bytes become U+FFFD and an issue is recorded."""
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        issues.append(f"{where}: invalid UTF-8 replaced")
+        return value.decode("utf-8", errors="replace")
+
+
+def _clean(text: str, issues: list[str], where: str, max_bytes: int) -> str:
+    if "\x00" in text:
+        issues.append(f"{where}: NUL characters removed (Postgres jsonb rejects them)")
+        text = text.replace("\x00", "")
+    encoded = text.encode("utf-8", errors="surrogatepass")
+    if len(encoded) > max_bytes:
+        issues.append(f"{where}: {len(encoded)} bytes truncated to {max_bytes}")
+        text = encoded[:max_bytes].decode("utf-8", errors="ignore")
+    # Lone surrogates (from JSON like "\ud800") are not valid UTF-8 and would fail the request.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        issues.append(f"{where}: invalid surrogate characters replaced")
+        text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return text
+
+
+def _clean_json(value: Any, issues: list[str], where: str, max_bytes: int) -> Any:
+    """Sanitize every string (keys included) inside a JSON value from ``json.loads``."""
+    if isinstance(value, str):
+        return _clean(value, issues, where, max_bytes)
+    if isinstance(value, list):
+        return [_clean_json(item, issues, where, max_bytes) for item in value]
+    if isinstance(value, dict):
+        return {
+            _clean(str(key), issues, where, max_bytes): _clean_json(item, issues, where, max_bytes)
+            for key, item in value.items()
+        }
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        issues.append(f"{where}: NaN replaced by null")
+        return None
+    return value
+
+
+def parse_timestamp(value: str | None) -> datetime | None:
+    """Parse an ISO-8601 timestamp (naive ones are taken as UTC); ``None`` when unparseable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            parsed = datetime.fromtimestamp(float(text), tz=UTC)
+        except (ValueError, OverflowError, OSError):
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def shop_from_merchant(merchant_id: str | None) -> str | None:
+    """The shop domain a merchant id names (``merchant_cool-shop`` → ``cool-shop.myshopify.com``).
+
+    The agents service builds merchant ids as ``merchant_<shop name>`` (seed, Phase 4.5.2); a
+    merchant id that already is a shop domain is taken as is.
+    """
+    if not merchant_id:
+        return None
+    merchant = merchant_id.strip().lower()
+    if merchant.endswith(".myshopify.com"):
+        return merchant
+    if merchant.startswith("merchant_") and len(merchant) > len("merchant_"):
+        return f"{merchant[len('merchant_') :]}.myshopify.com"
+    return None
+
+
+@dataclass
+class RawConversation:
+    """What the archiver read from Redis for one conversation (values still raw)."""
+
+    conversation_id: str
+    conversation: Mapping[bytes | str, bytes | str]
+    session: Mapping[bytes | str, bytes | str]
+    #: (seq, fields) pairs; fields is a hash, or a string value that should hold JSON.
+    messages: list[tuple[int, Mapping[bytes | str, bytes | str] | bytes | str]]
+    user_id: str | None = None
+    issues: list[str] = field(default_factory=list)
+
+
+def _text_map(
+    raw: Mapping[bytes | str, bytes | str], issues: list[str], where: str, max_bytes: int
+) -> dict[str, str]:
+    return {
+        _clean(decode(k, issues, where), issues, where, max_bytes): _clean(
+            decode(v, issues, where), issues, where, max_bytes
+        )
+        for k, v in raw.items()
+    }
+
+
+def _message_fields(
+    seq: int,
+    raw: Mapping[bytes | str, bytes | str] | bytes | str,
+    issues: list[str],
+    max_bytes: int,
+) -> dict[str, Any]:
+    where = f"message {seq}"
+    if isinstance(raw, bytes | str):
+        # Some writers store a message as one JSON string instead of a hash.
+        text = decode(raw, issues, where)
+        try:
+            loaded = json.loads(text)
+        except ValueError:
+            issues.append(f"{where}: not JSON, kept as raw text")
+            return {"raw": _clean(text, issues, where, max_bytes)}
+        if not isinstance(loaded, dict):
+            issues.append(f"{where}: JSON {type(loaded).__name__}, kept under 'value'")
+            loaded = {"value": loaded}
+        cleaned: dict[str, Any] = _clean_json(loaded, issues, where, max_bytes)
+        return cleaned
+    return _text_map(raw, issues, where, max_bytes)
+
+
+def build_row(
+    raw: RawConversation,
+    *,
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+    now: datetime | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Build the ``archive_conversations`` row for one conversation.
+
+    Messages are ordered by timestamp, then sequence number. A message without a parseable
+    timestamp keeps its place after the message before it (it inherits that timestamp for
+    ordering) and gets an issue. ``started_at`` comes from the session, the conversation, the
+    first message, or now — the column is NOT NULL and a conversation is never skipped for it.
+    """
+    issues = list(raw.issues)
+    conv = _text_map(raw.conversation, issues, "conversation", max_field_bytes)
+    session = _text_map(raw.session, issues, "session", max_field_bytes)
+
+    messages: list[tuple[datetime, int, dict[str, Any]]] = []
+    previous = datetime.min.replace(tzinfo=UTC)
+    for seq, fields in sorted(raw.messages, key=lambda pair: pair[0]):
+        message = _message_fields(seq, fields, issues, max_field_bytes)
+        timestamp = message.get("timestamp")
+        stamp = parse_timestamp(timestamp if isinstance(timestamp, str) else None)
+        if stamp is None:
+            issues.append(f"message {seq}: missing or unparseable timestamp; ordered by sequence")
+            stamp = previous
+        previous = max(previous, stamp)
+        message.setdefault("seq", seq)
+        messages.append((stamp, seq, message))
+    messages.sort(key=lambda item: (item[0], item[1]))
+
+    def first(*values: str | None) -> str | None:
+        return next((v for v in values if v), None)
+
+    started = None
+    for candidate in (session.get("started_at"), conv.get("started_at")):
+        started = parse_timestamp(candidate)
+        if started is not None:
+            break
+        if candidate:
+            issues.append(f"started_at {candidate!r} is not a timestamp")
+    if started is None:
+        real = [m for m in messages if m[0].year > 1]
+        started = real[0][0] if real else (now or datetime.now(UTC))
+    ended_raw = first(conv.get("ended_at"), session.get("ended_at"))
+    ended = parse_timestamp(ended_raw)
+    if ended_raw and ended is None:
+        issues.append(f"ended_at {ended_raw!r} is not a timestamp")
+
+    conversation_uid = conversation_uuid(raw.conversation_id)
+    issues = list(dict.fromkeys(issues))  # one note per distinct problem
+    extra = {k: v for k, v in conv.items() if k not in _COLUMN_FIELDS}
+    metadata: dict[str, Any] = {
+        "archive": {
+            "source": "redis",
+            "message_count": len(messages),
+            "issues": issues,
+        }
+    }
+    if extra:
+        metadata["redis"] = extra
+    row = {
+        "id": str(conversation_uid),
+        # The original id is kept unless it is the UUID's canonical spelling: nothing is lost.
+        "source_id": None if str(conversation_uid) == raw.conversation_id else raw.conversation_id,
+        "user_id": raw.user_id,
+        "merchant_id": first(session.get("merchant_id"), conv.get("merchant_id")),
+        "workflow_name": first(
+            session.get("workflow_name"), conv.get("workflow_name"), conv.get("workflow")
+        ),
+        "started_at": started.isoformat(),
+        "ended_at": ended.isoformat() if ended else None,
+        "messages": [m[2] for m in messages],
+        "metadata": metadata,
+    }
+    return row, issues
+
+
+def user_id_candidates(
+    conversation: Mapping[bytes | str, bytes | str], session: Mapping[bytes | str, bytes | str]
+) -> Iterable[str]:
+    """User ids written on the session, then on the conversation hash (non-empty only)."""
+    for source in (session, conversation):
+        for key in ("user_id", b"user_id"):
+            value = source.get(key)
+            if value:
+                yield value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,420 @@
+"""The archiver against the real stack: Redis → PostgREST → Postgres, nothing lost.
+
+Each test gets its own Redis database (flushed) so passes see only that test's conversations.
+Rows are checked in Postgres directly (SUPABASE_DB_URL, tests only): the package never uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from supabase_identity import IdentityClient, archive_conversation
+from supabase_identity.archive import (
+    DUE_KEY,
+    ArchiverConfig,
+    ConversationArchiver,
+    ConversationStore,
+    conversation_key,
+    merchant_key,
+    message_key,
+    session_key,
+)
+from supabase_identity.archive._archiver import DEAD_LETTER_KEY, UNLINKED_KEY
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+ARCHIVER_REDIS_DB = 7
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(
+            f'{name} is not set: run `scripts/stack up && eval "$(scripts/stack env)"`',
+            pytrace=False,
+        )
+    return value
+
+
+@pytest.fixture
+def r() -> Iterator[redis.Redis]:
+    url = _env("REDIS_URL").rsplit("/", 1)[0] + f"/{ARCHIVER_REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[IdentityClient]:
+    with IdentityClient(
+        url=_env("SUPABASE_URL"), key=_env("SUPABASE_SERVICE_ROLE_KEY"), redis_url=None
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def db() -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(_env("SUPABASE_DB_URL"), autocommit=True) as conn:
+        yield conn
+
+
+def shop() -> str:
+    return f"arc-{uuid.uuid4().hex[:12]}.myshopify.com"
+
+
+def row(db: psycopg.Connection[Any], conversation_id: str) -> dict[str, Any] | None:
+    from supabase_identity import conversation_uuid
+
+    cur = db.execute(
+        "select id::text, source_id, user_id, message_count, messages, metadata, started_at"
+        " from identity.conversations where id = %s",
+        (str(conversation_uuid(conversation_id)),),
+    )
+    found = cur.fetchone()
+    if found is None:
+        return None
+    names = ["id", "source_id", "user_id", "message_count", "messages", "metadata", "started_at"]
+    return dict(zip(names, found, strict=True))
+
+
+def write_conversation(
+    store: ConversationStore, user_id: str | None, messages: int, *, end: bool = True
+) -> str:
+    cid = str(uuid.uuid4())
+    store.create_session(cid, user_id=user_id, merchant_id="merchant_test")
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(messages):
+        store.append_message(
+            cid,
+            sender="user" if i % 2 == 0 else "cj",
+            content=f"message {i} " + "x" * 200,
+            timestamp=base + timedelta(seconds=i),
+        )
+    if end:
+        store.end_conversation(cid)
+    return cid
+
+
+def test_archives_ended_conversation_with_user_and_marks_after_write(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(r)
+    cid = write_conversation(store, user_id, 3)
+
+    report = ConversationArchiver(client, r).run_once()
+
+    assert report.archived == 1 and not report.failed
+    stored = row(db, cid)
+    assert stored is not None
+    assert stored["user_id"] == user_id
+    assert stored["message_count"] == 3
+    assert [m["content"][:9] for m in stored["messages"]] == ["message 0", "message 1", "message 2"]
+    assert r.hget(conversation_key(cid), "archived") == b"true"
+    assert r.hget(conversation_key(cid), "archived_count") == b"3"
+    # A second pass finds nothing new and removes the finished entry from the due index.
+    again = ConversationArchiver(client, r).run_once()
+    assert again.archived == again.rearchived == 0
+    assert r.zscore(DUE_KEY, cid) is None
+
+
+def test_conversation_that_grows_is_rearchived_in_the_same_row(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(r)
+    cid = write_conversation(store, user_id, 2)
+    archiver = ConversationArchiver(client, r)
+    assert archiver.run_once().archived == 1
+
+    store.append_message(cid, sender="user", content="late message")
+    store.end_conversation(cid)
+    report = archiver.run_once()
+
+    assert report.rearchived == 1 and report.archived == 0
+    stored = row(db, cid)
+    assert stored is not None and stored["message_count"] == 3
+    assert stored["messages"][-1]["content"] == "late message"
+    count = db.execute(
+        "select count(*) from identity.conversations where id = %s", (cid,)
+    ).fetchone()
+    assert count == (1,)
+
+
+def test_window_selects_conversations_near_expiry_only(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    soon = write_conversation(ConversationStore(r, ttl=timedelta(hours=1)), user_id, 1, end=False)
+    later = write_conversation(ConversationStore(r, ttl=timedelta(hours=5)), user_id, 1, end=False)
+
+    report = ConversationArchiver(
+        client, r, config=ArchiverConfig(window=timedelta(hours=2))
+    ).run_once()
+
+    assert report.found == 1 and report.archived == 1
+    assert row(db, soon) is not None
+    assert row(db, later) is None
+
+
+def test_legacy_layout_without_index_is_found_by_scan_and_linked_via_merchant(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    domain = shop()
+    user_id, _ = client.get_or_create_user(domain)
+    name = domain.removesuffix(".myshopify.com")
+    cid = f"legacy-{uuid.uuid4().hex[:8]}"
+    decoy = cid + "-other"  # the seed's KEYS *id* would have mixed these two up
+    for conv, contents in ((cid, ["hello", "world"]), (decoy, ["decoy"])):
+        r.hset(conversation_key(conv), mapping={"id": conv, "workflow": "shopify_onboarding"})
+        r.expire(conversation_key(conv), 3600)
+        r.hset(session_key(conv), mapping={"merchant_id": f"merchant_{name}", "user_id": ""})
+        for seq, content in enumerate(contents, start=1):
+            r.hset(
+                message_key(conv, seq),
+                mapping={
+                    "sender": "user",
+                    "content": content,
+                    "timestamp": f"2026-01-01T00:00:0{seq}Z",
+                },
+            )
+    r.set(f"message:{cid}:meta", "not a message")
+    r.set(merchant_key(domain), json.dumps({"merchant_id": f"merchant_{name}", "user_id": user_id}))
+    for i in range(2000):  # unrelated keys the scan has to walk past
+        r.set(f"noise:{i}", i)
+
+    report = ConversationArchiver(client, r, config=ArchiverConfig(scan_count=100)).run_once()
+
+    assert report.found == 2 and report.archived == 2, report
+    stored = row(db, cid)
+    assert stored is not None
+    assert stored["user_id"] == user_id
+    assert stored["source_id"] == cid
+    assert [m["content"] for m in stored["messages"]] == ["hello", "world"]
+    decoy_row = row(db, decoy)
+    assert decoy_row is not None and [m["content"] for m in decoy_row["messages"]] == ["decoy"]
+    # Readable through the SDK by the id the agents service knows.
+    assert [m["content"] for m in client.get_conversation(user_id, cid).messages] == [
+        "hello",
+        "world",
+    ]
+
+
+def test_unlinked_conversation_is_archived_then_linked_when_user_known(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    domain = shop()
+    name = domain.removesuffix(".myshopify.com")
+    store = ConversationStore(r)
+    cid = str(uuid.uuid4())
+    store.create_session(cid, merchant_id=f"merchant_{name}")
+    store.append_message(cid, sender="user", content="before oauth")
+    store.end_conversation(cid)
+    archiver = ConversationArchiver(client, r)
+
+    first = archiver.run_once()
+    assert first.archived == 1 and first.unlinked == 1
+    stored = row(db, cid)
+    assert stored is not None and stored["user_id"] is None
+    assert r.hexists(UNLINKED_KEY, cid)
+
+    user_id, _ = client.get_or_create_user(domain)
+    store.remember_merchant(domain, user_id)
+    second = archiver.run_once()
+
+    assert second.linked == 1
+    stored = row(db, cid)
+    assert stored is not None and stored["user_id"] == user_id
+    assert not r.hexists(UNLINKED_KEY, cid)
+
+
+def test_user_id_not_yet_in_database_is_kept_pending_then_linked(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    ghost = "usr_" + uuid.uuid4().hex[:20]
+    store = ConversationStore(r)
+    cid = write_conversation(store, ghost, 1)
+    archiver = ConversationArchiver(client, r)
+    assert archiver.run_once().unlinked == 1
+    stored = row(db, cid)
+    assert stored is not None and stored["metadata"]["pending_user_id"] == ghost
+
+    db.execute("insert into identity.users (id, shop_domain) values (%s, %s)", (ghost, shop()))
+    assert archiver.run_once().linked == 1
+    stored = row(db, cid)
+    assert stored is not None and stored["user_id"] == ghost
+    assert "pending_user_id" not in stored["metadata"]
+
+
+def test_malformed_data_never_blocks_the_batch(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(r)
+    healthy = write_conversation(store, user_id, 2)
+    nul = write_conversation(store, user_id, 0, end=False)
+    store.append_message(nul, sender="user", content="bad \x00 byte")
+    store.end_conversation(nul)
+    huge = write_conversation(store, user_id, 0, end=False)
+    store.append_message(huge, sender="user", content="y" * (2 * 1024 * 1024))
+    store.end_conversation(huge)
+    broken = write_conversation(store, user_id, 2)
+    r.delete(message_key(broken, 0))
+    r.set(message_key(broken, 0), '{"content": "truncated json')
+    r.hdel(message_key(broken, 1), "timestamp")
+
+    report = ConversationArchiver(client, r).run_once()
+
+    assert report.archived == 4, report
+    assert not report.failed
+    assert set(report.issues) == {nul, huge, broken}
+    assert row(db, healthy)["message_count"] == 2  # type: ignore[index]
+    nul_row = row(db, nul)
+    assert nul_row is not None and nul_row["messages"][0]["content"] == "bad  byte"
+    huge_row = row(db, huge)
+    assert huge_row is not None
+    assert len(huge_row["messages"][0]["content"]) == 256 * 1024
+    assert huge_row["metadata"]["archive"]["issues"]
+    broken_row = row(db, broken)
+    assert broken_row is not None and broken_row["message_count"] == 2
+    assert any("raw" in m for m in broken_row["messages"])
+
+
+def test_archive_conversation_function(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(r)
+    cid = write_conversation(store, None, 2, end=False)  # not due: far from expiry, not ended
+
+    assert archive_conversation(cid, r, user_id, client=client) is True
+    stored = row(db, cid)
+    assert stored is not None and stored["user_id"] == user_id
+    assert archive_conversation(str(uuid.uuid4()), r, client=client) is False
+
+
+def test_two_archivers_in_parallel_archive_each_conversation_once(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(r)
+    ids = []
+    pipe_batch = 1000
+    for i in range(pipe_batch):
+        cid = str(uuid.uuid4())
+        store.create_session(cid, user_id=user_id)
+        store.append_message(cid, sender="user", content=f"only message {i}")
+        store.append_message(cid, sender="cj", content=f"reply {i}")
+        store.end_conversation(cid)
+        ids.append(cid)
+    config = ArchiverConfig(batch_rows=50)
+    archivers = [
+        ConversationArchiver(client, r, config=config, worker_id=f"w{i}") for i in range(2)
+    ]
+    reports: list[Any] = [None, None]
+
+    def work(index: int) -> None:
+        reports[index] = archivers[index].run_once()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    assert sum(rep.archived for rep in reports) == pipe_batch
+    assert sum(rep.rearchived for rep in reports) == 0
+    assert all(rep.archived > 0 for rep in reports), "both archivers should share the work"
+    count = db.execute(
+        "select count(*), sum(message_count) from identity.conversations where user_id = %s",
+        (user_id,),
+    ).fetchone()
+    assert count == (pipe_batch, 2 * pipe_batch)
+
+
+def _stack(*args: str) -> None:
+    subprocess.run([str(ROOT / "scripts" / "stack"), *args], check=True, capture_output=True)
+
+
+def test_postgrest_down_mid_run_nothing_marked_without_its_row(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(r)
+    total = 600
+    ids = [write_conversation(store, user_id, 3) for _ in range(total)]
+    fast = client.with_options(max_retries=0)
+    archiver = ConversationArchiver(
+        fast,
+        r,
+        config=ArchiverConfig(
+            batch_rows=5,
+            interval=timedelta(seconds=0.2),
+            backoff_min=timedelta(seconds=0.1),
+            backoff_max=timedelta(seconds=0.5),
+        ),
+    )
+
+    def stored() -> int:
+        found = db.execute(
+            "select count(*) from identity.conversations where user_id = %s", (user_id,)
+        ).fetchone()
+        assert found is not None
+        return int(found[0])
+
+    def marked_without_row() -> list[str]:
+        marked = [cid for cid in ids if r.hget(conversation_key(cid), "archived") == b"true"]
+        present = {
+            rec[0]
+            for rec in db.execute(
+                "select id::text from identity.conversations where id = any(%s::uuid[])",
+                (marked,),
+            ).fetchall()
+        }
+        return [cid for cid in marked if cid not in present]
+
+    loop_thread = threading.Thread(target=lambda: asyncio.run(archiver.run_forever()))
+    stopped = False
+    try:
+        loop_thread.start()
+        deadline = time.monotonic() + 30
+        while stored() == 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        _stack("down", "postgrest")
+        stopped = True
+        at_stop = stored()
+        assert 0 < at_stop < total, f"PostgREST must stop mid-run ({at_stop}/{total} stored)"
+        time.sleep(1.5)  # several failing passes while PostgREST is down
+        assert marked_without_row() == []
+        assert stored() == at_stop
+        _stack("up", "postgrest")
+        stopped = False
+        deadline = time.monotonic() + 60
+        while stored() < total and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        if stopped:
+            _stack("up", "postgrest")
+        archiver.stop()
+        loop_thread.join(timeout=30)
+
+    assert marked_without_row() == []
+    assert stored() == total
+    assert all(r.hget(conversation_key(cid), "archived_count") == b"3" for cid in ids)
+    assert r.hlen(DEAD_LETTER_KEY) == 0

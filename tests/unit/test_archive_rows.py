@@ -1,0 +1,152 @@
+"""build_row: what the archiver makes of the Redis data it finds, malformed cases included."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from supabase_identity.archive._rows import (
+    RawConversation,
+    build_row,
+    parse_timestamp,
+    shop_from_merchant,
+)
+
+CID = "6f1c1f4e-2b7a-4c55-9a55-0c2b3b1f4d10"
+
+
+def raw(messages, conversation=None, session=None, cid=CID, user_id=None):
+    return RawConversation(cid, conversation or {}, session or {}, messages, user_id=user_id)
+
+
+def msg(content, ts, **extra):
+    return {"sender": "user", "content": content, "timestamp": ts, **extra}
+
+
+def test_messages_ordered_by_timestamp_then_sequence() -> None:
+    row, issues = build_row(
+        raw(
+            [
+                (0, msg("b", "2026-01-01T10:00:02+00:00")),
+                (1, msg("a", "2026-01-01T10:00:01+00:00")),
+                (2, msg("c", "2026-01-01T10:00:02+00:00")),
+            ]
+        )
+    )
+    assert [m["content"] for m in row["messages"]] == ["a", "b", "c"]
+    assert [m["seq"] for m in row["messages"]] == [1, 0, 2]
+    assert issues == []
+
+
+def test_missing_timestamp_keeps_its_place_after_predecessor_and_is_reported() -> None:
+    row, issues = build_row(
+        raw(
+            [
+                (0, msg("first", "2026-01-01T10:00:00Z")),
+                (1, {"sender": "cj", "content": "no stamp"}),
+                (2, msg("third", "2026-01-01T10:00:05Z")),
+            ]
+        )
+    )
+    assert [m["content"] for m in row["messages"]] == ["first", "no stamp", "third"]
+    assert any("message 1" in i and "timestamp" in i for i in issues)
+    assert row["metadata"]["archive"]["issues"] == issues
+
+
+def test_nul_characters_are_removed_everywhere_and_reported() -> None:
+    row, issues = build_row(
+        raw([(0, msg("he\x00llo", "2026-01-01T10:00:00Z", **{"ke\x00y": "v"}))])
+    )
+    text = json.dumps(row)
+    assert "\\u0000" not in text
+    assert row["messages"][0]["content"] == "hello"
+    assert "key" in row["messages"][0]
+    assert any("NUL" in i for i in issues)
+
+
+def test_bad_json_message_string_is_kept_raw() -> None:
+    row, issues = build_row(
+        raw([(0, '{"content": "cut off'), (1, json.dumps(msg("ok", "2026-01-01T00:00:00Z")))])
+    )
+    contents = [m.get("content", m.get("raw")) for m in row["messages"]]
+    assert '{"content": "cut off' in contents and "ok" in contents
+    assert any("not JSON" in i for i in issues)
+
+
+def test_invalid_utf8_bytes_are_replaced_not_fatal() -> None:
+    row, issues = build_row(
+        raw([(0, {b"content": b"caf\xe9", b"timestamp": b"2026-01-01T00:00:00Z"})])
+    )
+    assert row["messages"][0]["content"] == "caf\ufffd"
+    assert any("UTF-8" in i for i in issues)
+
+
+def test_huge_field_is_truncated_to_limit() -> None:
+    big = "x" * 5000
+    row, issues = build_row(raw([(0, msg(big, "2026-01-01T00:00:00Z"))]), max_field_bytes=1000)
+    assert len(row["messages"][0]["content"].encode()) == 1000
+    assert any("truncated" in i for i in issues)
+
+
+def test_non_uuid_id_maps_to_deterministic_uuid_and_keeps_source_id() -> None:
+    first, _ = build_row(raw([], cid="conv-123"))
+    second, _ = build_row(raw([], cid="conv-123"))
+    assert first["id"] == second["id"]
+    assert uuid.UUID(first["id"]).version == 5
+    assert first["source_id"] == "conv-123"
+    canonical, _ = build_row(raw([], cid=CID))
+    assert canonical["id"] == CID and canonical["source_id"] is None
+
+
+def test_started_at_falls_back_to_first_message_and_never_missing() -> None:
+    row, _ = build_row(raw([(0, msg("a", "2026-02-03T04:05:06Z"))]))
+    assert row["started_at"] == "2026-02-03T04:05:06+00:00"
+    fixed = datetime(2026, 5, 5, tzinfo=UTC)
+    empty, _ = build_row(raw([]), now=fixed)
+    assert empty["started_at"] == fixed.isoformat()
+
+
+def test_session_fields_win_and_unknown_conversation_fields_go_to_metadata() -> None:
+    row, _ = build_row(
+        raw(
+            [],
+            conversation={"workflow": "w-conv", "merchant_id": "m-conv", "custom": "1"},
+            session={"workflow_name": "w-sess", "merchant_id": "m-sess", "started_at": "bad"},
+        )
+    )
+    assert row["workflow_name"] == "w-sess"
+    assert row["merchant_id"] == "m-sess"
+    assert row["metadata"]["redis"] == {"custom": "1"}
+    assert any("started_at" in i for i in row["metadata"]["archive"]["issues"])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-01-01T00:00:00Z", datetime(2026, 1, 1, tzinfo=UTC)),
+        ("2026-01-01T00:00:00", datetime(2026, 1, 1, tzinfo=UTC)),
+        ("1767225600", datetime(2026, 1, 1, tzinfo=UTC)),
+        ("yesterday", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_timestamp(value: str | None, expected: datetime | None) -> None:
+    assert parse_timestamp(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("merchant", "shop"),
+    [
+        ("merchant_cool-shop", "cool-shop.myshopify.com"),
+        ("Cool-Shop.myshopify.com", "cool-shop.myshopify.com"),
+        ("merchant_", None),
+        ("someone", None),
+        (None, None),
+    ],
+)
+def test_shop_from_merchant(merchant: str | None, shop: str | None) -> None:
+    assert shop_from_merchant(merchant) == shop
