@@ -32,7 +32,9 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol, cast
@@ -63,6 +65,27 @@ if tonumber(ARGV[1]) > current then
 end
 return 1
 """
+# Reads one conversation in one command: its hash, its session and, when the writer keeps the
+# message counter, every message (a hash as a flat array, a string value as a one-element array,
+# a missing key as an empty array). Message keys are built from ARGV, so this assumes one Redis
+# node (as the key layout itself does). KEYS: conversation, session. ARGV: "message:<id>:".
+_READ_SCRIPT: Final = """
+local conv = redis.call('HGETALL', KEYS[1])
+local session = redis.call('HGETALL', KEYS[2])
+local count = tonumber(redis.call('HGET', KEYS[1], 'message_count') or '-1') or -1
+local messages = {}
+for seq = 0, count - 1 do
+  local key = ARGV[1] .. seq
+  local ok, value = pcall(redis.call, 'HGETALL', key)
+  if ok then
+    messages[seq + 1] = value
+  else
+    local got = redis.call('GET', key)
+    messages[seq + 1] = got and {got} or {}
+  end
+end
+return {conv, session, count, messages}
+"""
 # Releases a lease only if this archiver still holds it.
 _RELEASE_SCRIPT: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -88,6 +111,8 @@ class ArchiverConfig:
     batch_rows: int = 200
     #: Serialized bytes per upsert request (well under the gateway's body limit).
     batch_bytes: int = 4 * 1024 * 1024
+    #: Upsert requests in flight at once while the next page is read (1 = strictly sequential).
+    upserts_in_flight: int = 2
     #: How long a claim holds; longer than a batch takes, short enough to recover from a crash.
     lease: timedelta = timedelta(minutes=2)
     #: Time between passes in ``run_forever``.
@@ -159,6 +184,14 @@ class _Candidate:
     in_index: bool
 
 
+@dataclass
+class _Prepared:
+    """One page ready to upsert: the leases it holds and its rows (candidate, row, count)."""
+
+    claimed_ids: list[str]
+    rows: list[tuple[_Candidate, dict[str, Any], int]]
+
+
 class _Stopped(Exception):
     """Raised inside a pass when a stop was requested between batches."""
 
@@ -205,6 +238,7 @@ class ConversationArchiver:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._mark = redis_client.register_script(_MARK_SCRIPT)
         self._release = redis_client.register_script(_RELEASE_SCRIPT)
+        self._read_one = redis_client.register_script(_READ_SCRIPT)
         # Checked by the pass running in a worker thread; the asyncio side wakes on _wake.
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -225,25 +259,52 @@ class ConversationArchiver:
     def run_once(self, *, progress: Callable[[int, int], None] | None = None) -> ArchiveReport:
         """One pass over every due conversation; returns what it did.
 
+        While one batch is being upserted (a worker thread waiting on HTTP), the next page is
+        claimed, read and built, so Redis reads and Python work overlap the database's.
         ``progress(done, found)`` is called after each batch (a CLI draws its bar with it).
         Raises :class:`BackendUnavailableError` or ``redis.ConnectionError`` when a backend is
-        down: the batch in hand is left unmarked and its leases are released first.
+        down: batches in hand are left unmarked and their leases released first.
         """
         started = time.monotonic()
         report = ArchiveReport()
+        in_flight: deque[Future[ArchiveReport]] = deque()
+        limit = self.config.upserts_in_flight
         try:
-            for page in self._candidate_pages():
-                report.found += len(page)
-                self._process(page, report)
-                if progress is not None:
-                    done = report.archived + report.rearchived + report.unchanged
-                    progress(done + len(report.failed), report.found)
-                if self._stop.is_set():
-                    break
+            with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="archiver") as pool:
+                try:
+                    for page in self._candidate_pages():
+                        report.found += len(page)
+                        prepared = self._prepare(page, report)
+                        try:
+                            while len(in_flight) >= limit:
+                                report.merge(in_flight.popleft().result())
+                                if progress is not None:
+                                    done = report.archived + report.rearchived + report.unchanged
+                                    progress(done + len(report.failed), report.found)
+                            if self._stop.is_set():
+                                raise _Stopped
+                        except BaseException:
+                            self._release_leases(prepared.claimed_ids)
+                            raise
+                        in_flight.append(pool.submit(self._send, prepared))
+                finally:
+                    # Whatever happened, every batch already sent is waited for and counted:
+                    # its rows may be in the database and its leases must be released.
+                    failure: BaseException | None = None
+                    while in_flight:
+                        try:
+                            report.merge(in_flight.popleft().result())
+                        except BaseException as err:
+                            failure = failure or err
+                    if failure is not None:
+                        raise failure
+            if progress is not None:
+                done = report.archived + report.rearchived + report.unchanged
+                progress(done + len(report.failed), report.found)
             if not self._stop.is_set():
                 self._link_unlinked(report)
         except _Stopped:
-            logger.info("archiver %s: stop requested, batch released", self.worker_id)
+            logger.info("archiver %s: stop requested, pending batch released", self.worker_id)
         finally:
             report.seconds = time.monotonic() - started
             self.totals.merge(report)
@@ -255,11 +316,9 @@ class ConversationArchiver:
     ) -> ArchiveReport:
         """Archive these conversations now, whatever their TTL (``archive_conversation``)."""
         report = ArchiveReport()
-        page = []
-        for cid in conversation_ids:
-            page.append(_Candidate(cid, None, -1, False, False))
+        page = [_Candidate(cid, None, -1, False, False) for cid in conversation_ids]
         report.found = len(page)
-        self._process(page, report, user_id=user_id, force=True)
+        report.merge(self._send(self._prepare(page, report, user_id=user_id, force=True)))
         self._record(report)
         return report
 
@@ -427,20 +486,20 @@ class ConversationArchiver:
             self._release(keys=[LEASE_PREFIX + cid], args=[self.worker_id], client=pipe)
         pipe.execute()
 
-    def _process(
+    def _prepare(
         self,
         candidates: Sequence[_Candidate],
         report: ArchiveReport,
         *,
         user_id: str | None = None,
         force: bool = False,
-    ) -> None:
+    ) -> _Prepared:
+        """Claim, read and build the rows of one page; the leases are held until ``_send``."""
         claimed = self._claim(candidates)
         report.leased_elsewhere += len(candidates) - len(claimed)
-        claimed_ids = [c.conversation_id for c in claimed]
+        prepared = _Prepared([c.conversation_id for c in claimed], [])
         try:
             raws = self._read(claimed, user_id=user_id)
-            rows: list[tuple[_Candidate, dict[str, Any], int]] = []
             for candidate in claimed:
                 raw = raws.get(candidate.conversation_id)
                 if raw is None:
@@ -465,11 +524,21 @@ class ConversationArchiver:
                 if count <= archived_count and not force:
                     report.unchanged += 1
                     continue
-                rows.append((candidate, row, count))
-            for batch in self._byte_batches(rows):
+                prepared.rows.append((candidate, row, count))
+        except BaseException:
+            self._release_leases(prepared.claimed_ids)
+            raise
+        return prepared
+
+    def _send(self, prepared: _Prepared) -> ArchiveReport:
+        """Upsert a prepared page in byte-bounded batches, mark it, release its leases."""
+        report = ArchiveReport()
+        try:
+            for batch in self._byte_batches(prepared.rows):
                 self._upsert(batch, report)
         finally:
-            self._release_leases(claimed_ids)
+            self._release_leases(prepared.claimed_ids)
+        return report
 
     def _read(
         self, claimed: Sequence[_Candidate], *, user_id: str | None
@@ -479,23 +548,34 @@ class ConversationArchiver:
             return {}
         pipe = self._redis.pipeline(transaction=False)
         for candidate in claimed:
-            pipe.hgetall(conversation_key(candidate.conversation_id))
-            pipe.hgetall(session_key(candidate.conversation_id))
+            cid = candidate.conversation_id
+            self._read_one(
+                keys=[conversation_key(cid), session_key(cid)],
+                args=[message_key(cid, 0)[:-1]],
+                client=pipe,
+            )
         results = pipe.execute()
         raws: dict[str, RawConversation] = {}
         keys: list[tuple[str, int, str]] = []
         legacy: set[str] = set()
-        for index, candidate in enumerate(claimed):
+        for candidate, (conv_flat, session_flat, count, messages) in zip(
+            claimed, results, strict=True
+        ):
             cid = candidate.conversation_id
-            conv, session = results[2 * index], results[2 * index + 1]
-            if not conv and not session:
+            if not conv_flat and not session_flat:
                 continue
-            raws[cid] = RawConversation(cid, conv, session, [])
-            count = _int(_field(conv, "message_count"))
-            if count is None:
+            raw = RawConversation(cid, _pairs(conv_flat), _pairs(session_flat), [])
+            raws[cid] = raw
+            if int(count) < 0:
                 legacy.add(cid)  # written without the counter: find its messages by SCAN
-            else:
-                keys += [(cid, seq, message_key(cid, seq)) for seq in range(count)]
+                continue
+            for seq, value in enumerate(messages):
+                if len(value) == 1:
+                    raw.messages.append((seq, value[0]))  # a string value, JSON perhaps
+                elif value:
+                    raw.messages.append((seq, _pairs(value)))
+                else:
+                    raw.issues.append(f"message {seq}: missing from Redis")
         keys += self._scan_message_keys(legacy)
         self._read_messages(keys, raws)
         self._resolve_users(raws, explicit=user_id)
@@ -596,9 +676,6 @@ class ConversationArchiver:
         self, batch: list[tuple[_Candidate, dict[str, Any], int, bytes]], report: ArchiveReport
     ) -> None:
         """Send one batch; on a 4xx bisect it so one bad conversation cannot block the rest."""
-        if self._stop.is_set() and len(batch) > 0:
-            # Shutdown: leave this batch unmarked; the leases are released by the caller.
-            raise _Stopped
         try:
             result = self._client.rpc(
                 "archive_conversations", {"conversations": [row for _, row, _, _ in batch]}
@@ -735,6 +812,11 @@ class ConversationArchiver:
             pipe.execute()
         except redis.RedisError as err:
             logger.warning("could not record archiver stats: %s", err)
+
+
+def _pairs(flat: Sequence[bytes | str]) -> dict[bytes | str, bytes | str]:
+    """A flat ``[field, value, …]`` array (HGETALL inside a script) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _field(source: Mapping[bytes | str, bytes | str], name: str) -> bytes | str | None:

@@ -34,9 +34,11 @@ from .._validation import validate_user_id
 
 __all__ = [
     "DUE_KEY",
+    "SET_IF_EXISTS_SCRIPT",
     "ConversationStore",
     "conversation_key",
     "merchant_key",
+    "merchant_record",
     "message_key",
     "session_key",
 ]
@@ -95,6 +97,19 @@ return seq
 """
 
 
+# HSET the field/value pairs in ARGV on each key in KEYS that exists; returns how many existed.
+SET_IF_EXISTS_SCRIPT: Final = """
+local touched = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, unpack(ARGV))
+    touched = touched + 1
+  end
+end
+return touched
+"""
+
+
 class ConversationStore:
     """Writes conversations to Redis in the layout the archiver reads.
 
@@ -121,6 +136,7 @@ class ConversationStore:
         self._redis = redis_client
         self._ttl = int(ttl.total_seconds())
         self._append = redis_client.register_script(_APPEND_SCRIPT)
+        self._set_fields = redis_client.register_script(SET_IF_EXISTS_SCRIPT)
 
     def _expires_at(self) -> int:
         return int(datetime.now(UTC).timestamp()) + self._ttl
@@ -161,16 +177,18 @@ class ConversationStore:
         pipe.zadd(DUE_KEY, {conversation_id: self._expires_at()})
         pipe.execute()
 
-    def set_user(self, conversation_id: str, user_id: str, merchant_id: str | None = None) -> None:
-        """Attach a user (and merchant) to an existing session, e.g. after OAuth completes."""
+    def set_user(
+        self, conversation_id: str, user_id: str, *, merchant_id: str | None = None
+    ) -> bool:
+        """Attach a user (and merchant) to a live conversation, e.g. after OAuth completes.
+
+        Only keys that exist are touched (a write to an expired conversation would create a
+        hash that never expires); returns whether the conversation was there.
+        """
         user_id = validate_user_id(user_id)
-        fields: dict[FieldT, EncodableT] = {"user_id": user_id}
-        if merchant_id is not None:
-            fields["merchant_id"] = merchant_id
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(session_key(conversation_id), mapping=fields)
-        pipe.hset(conversation_key(conversation_id), mapping=fields)
-        pipe.execute()
+        args = ["user_id", user_id] + (["merchant_id", merchant_id] if merchant_id else [])
+        keys = [session_key(conversation_id), conversation_key(conversation_id)]
+        return bool(self._set_fields(keys=keys, args=args))
 
     def append_message(
         self,
@@ -205,21 +223,41 @@ class ConversationStore:
         pipe.zadd(DUE_KEY, {conversation_id: 0})
         pipe.execute()
 
-    def remember_merchant(self, shop_domain: str, user_id: str, **fields: Any) -> None:
-        """Write ``merchant:<shop>`` with ``user_id`` merged into any JSON already there."""
-        user_id = validate_user_id(user_id)
+    def remember_merchant(
+        self, shop_domain: str, user_id: str, *, merchant_id: str | None = None
+    ) -> None:
+        """Write ``merchant:<shop>`` with ``user_id``, keeping the other fields already there."""
         key = merchant_key(shop_domain)
-        current = self._redis.get(key)
-        data: dict[str, Any] = {}
-        if current:
-            try:
-                loaded = json.loads(current)
-            except (TypeError, ValueError):
-                loaded = None
-            if isinstance(loaded, dict):
-                data = loaded
-        data.update(fields)
-        data["user_id"] = user_id
-        data.setdefault("shop_domain", shop_domain)
-        data["updated_at"] = _now_iso()
-        self._redis.set(key, json.dumps(data))
+        self._redis.set(
+            key,
+            merchant_record(
+                self._redis.get(key),
+                shop_domain=shop_domain,
+                user_id=user_id,
+                merchant_id=merchant_id,
+            ),
+        )
+
+
+def merchant_record(
+    current: bytes | str | None, *, shop_domain: str, user_id: str, merchant_id: str | None
+) -> str:
+    """The new ``merchant:<shop>`` JSON: what was there (if a JSON object) plus the user.
+
+    Existing fields (the auth service's token data, say) are kept; ``user_id`` is set and
+    ``merchant_id`` when given; unreadable content is replaced rather than failing a login.
+    """
+    data: dict[str, Any] = {}
+    if current:
+        try:
+            loaded = json.loads(current)
+        except ValueError:
+            loaded = None
+        if isinstance(loaded, dict):
+            data = loaded
+    data["shop_domain"] = shop_domain
+    data["user_id"] = validate_user_id(user_id)
+    if merchant_id is not None:
+        data["merchant_id"] = merchant_id
+    data["updated_at"] = _now_iso()
+    return json.dumps(data)

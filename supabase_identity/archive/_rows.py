@@ -50,32 +50,43 @@ def decode(value: bytes | str, issues: list[str], where: str) -> str:
         return value.decode("utf-8", errors="replace")
 
 
-def _clean(text: str, issues: list[str], where: str, max_bytes: int) -> str:
+def _clean(
+    text: str, issues: list[str], where: str, max_bytes: int, *, from_json: bool = False
+) -> str:
+    """Make one string storable in jsonb: no NUL, at most ``max_bytes``, valid UTF-8.
+
+    Hot path of the archiver (every field of every message): the common case costs two scans
+    of the string and no encoding. Only strings from ``json.loads`` can hold lone surrogates
+    (UTF-8 decoding never produces them), so only those are checked for them.
+    """
     if "\x00" in text:
         issues.append(f"{where}: NUL characters removed (Postgres jsonb rejects them)")
         text = text.replace("\x00", "")
-    encoded = text.encode("utf-8", errors="surrogatepass")
-    if len(encoded) > max_bytes:
-        issues.append(f"{where}: {len(encoded)} bytes truncated to {max_bytes}")
-        text = encoded[:max_bytes].decode("utf-8", errors="ignore")
-    # Lone surrogates (from JSON like "\ud800") are not valid UTF-8 and would fail the request.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        issues.append(f"{where}: invalid surrogate characters replaced")
-        text = text.encode("utf-8", errors="replace").decode("utf-8")
+    if len(text) * 4 > max_bytes:  # a character is at most 4 bytes: only then can it be too long
+        encoded = text.encode("utf-8", errors="surrogatepass")
+        if len(encoded) > max_bytes:
+            issues.append(f"{where}: {len(encoded)} bytes truncated to {max_bytes}")
+            text = encoded[:max_bytes].decode("utf-8", errors="ignore")
+    if from_json:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            issues.append(f"{where}: invalid surrogate characters replaced")
+            text = text.encode("utf-8", errors="replace").decode("utf-8")
     return text
 
 
 def _clean_json(value: Any, issues: list[str], where: str, max_bytes: int) -> Any:
     """Sanitize every string (keys included) inside a JSON value from ``json.loads``."""
     if isinstance(value, str):
-        return _clean(value, issues, where, max_bytes)
+        return _clean(value, issues, where, max_bytes, from_json=True)
     if isinstance(value, list):
         return [_clean_json(item, issues, where, max_bytes) for item in value]
     if isinstance(value, dict):
         return {
-            _clean(str(key), issues, where, max_bytes): _clean_json(item, issues, where, max_bytes)
+            _clean(str(key), issues, where, max_bytes, from_json=True): _clean_json(
+                item, issues, where, max_bytes
+            )
             for key, item in value.items()
         }
     if isinstance(value, float) and value != value:  # NaN is not JSON
@@ -135,11 +146,20 @@ class RawConversation:
 def _text_map(
     raw: Mapping[bytes | str, bytes | str], issues: list[str], where: str, max_bytes: int
 ) -> dict[str, str]:
+    """A Redis hash as ``{str: str}``, sanitized; fast when (as nearly always) nothing is wrong."""
+    try:
+        text = {
+            (k if isinstance(k, str) else k.decode()): (v if isinstance(v, str) else v.decode())
+            for k, v in raw.items()
+        }
+    except UnicodeDecodeError:
+        text = {decode(k, issues, where): decode(v, issues, where) for k, v in raw.items()}
+    limit = max_bytes // 4
+    if all("\x00" not in k and "\x00" not in v and len(v) <= limit for k, v in text.items()):
+        return text
     return {
-        _clean(decode(k, issues, where), issues, where, max_bytes): _clean(
-            decode(v, issues, where), issues, where, max_bytes
-        )
-        for k, v in raw.items()
+        _clean(k, issues, where, max_bytes): _clean(v, issues, where, max_bytes)
+        for k, v in text.items()
     }
 
 
