@@ -69,6 +69,7 @@ from .archive import (
     ConversationStore,
     archive_conversation,
 )
+from .oauth import OAuthResult, acomplete_oauth, complete_oauth
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
@@ -99,6 +100,7 @@ __all__ = [
     "MigrationsNotAppliedError",
     "NotFoundError",
     "NotGiven",
+    "OAuthResult",
     "OutboxEvent",
     "OutboxStats",
     "PermissionDeniedError",
@@ -110,9 +112,11 @@ __all__ = [
     "UserStats",
     "ValidationError",
     "__version__",
+    "acomplete_oauth",
     "archive_conversation",
     "classify_key",
     "close_default_client",
+    "complete_oauth",
     "conversation_uuid",
     "flush_events",
     "get_conversation",

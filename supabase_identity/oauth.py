@@ -1,0 +1,139 @@
+"""What the auth service calls in its Shopify OAuth callback (the seed's Phase 4.5.2).
+
+One call does the seed's ``store_merchant_token`` identity work: get-or-create the user, log
+``oauth_complete`` with ``first_time``, write ``user_id`` into ``merchant:<shop_domain>`` so the
+archiver can link that shop's conversations, optionally attach the user to the conversation in
+progress, and return the parameters of the redirect back to the chat::
+
+    result = complete_oauth(shop, redis_client=redis_client, email=info.get("email"))
+    return RedirectResponse(result.redirect_url(settings.frontend_url), status_code=302)
+
+The async twin, :func:`acomplete_oauth`, takes an :class:`AsyncIdentityClient` and a
+``redis.asyncio`` client. ``log_user_event`` never raises for a backend outage (the event waits
+in the outbox), so a slow analytics path cannot break a merchant's login.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import redis
+import redis.asyncio
+
+from ._client import AsyncIdentityClient, IdentityClient
+from ._validation import normalize_shop_domain
+from .archive._layout import (
+    SET_IF_EXISTS_SCRIPT,
+    ConversationStore,
+    conversation_key,
+    merchant_key,
+    merchant_record,
+    session_key,
+)
+
+__all__ = ["OAuthResult", "acomplete_oauth", "complete_oauth", "merchant_id_for"]
+
+OAUTH_EVENT = "oauth_complete"
+
+
+def merchant_id_for(shop_domain: str) -> str:
+    """The agents service's merchant id for a shop: ``merchant_<name>`` (seed, Phase 4.5.2)."""
+    return "merchant_" + normalize_shop_domain(shop_domain).removesuffix(".myshopify.com")
+
+
+@dataclass(frozen=True)
+class OAuthResult:
+    """The ids an OAuth completion produced, and the redirect the seed's callback builds."""
+
+    user_id: str
+    is_new: bool
+    merchant_id: str
+    shop_domain: str
+
+    @property
+    def redirect_params(self) -> dict[str, str]:
+        """``oauth``, ``is_new``, ``merchant_id``, ``user_id``, ``shop`` (the seed's names)."""
+        return {
+            "oauth": "complete",
+            "is_new": "true" if self.is_new else "false",
+            "merchant_id": self.merchant_id,
+            "user_id": self.user_id,
+            "shop": self.shop_domain,
+        }
+
+    def redirect_url(self, frontend_url: str, path: str = "/chat") -> str:
+        """``<frontend_url><path>?oauth=complete&…`` for the callback's 302."""
+        return f"{frontend_url.rstrip('/')}{path}?{urlencode(self.redirect_params)}"
+
+
+def _event_data(shop: str, is_new: bool) -> dict[str, Any]:
+    return {"shop": shop, "first_time": is_new}
+
+
+def complete_oauth(
+    shop_domain: str,
+    *,
+    redis_client: redis.Redis,
+    client: IdentityClient | None = None,
+    email: str | None = None,
+    name: str | None = None,
+    shopify_id: str | None = None,
+    merchant_id: str | None = None,
+    conversation_id: str | None = None,
+) -> OAuthResult:
+    """Identity work of a Shopify OAuth callback; see the module docstring.
+
+    ``client`` defaults to the package's default client (service key from the environment).
+    ``conversation_id``, when the login happened inside a chat, gets ``user_id``/``merchant_id``
+    on its Redis session so the archiver links it without a merchant lookup.
+
+    Raises:
+        ValidationError: ``shop_domain`` is not ``<name>.myshopify.com``.
+    """
+    if client is None:
+        from ._default import get_default_client
+
+        client = get_default_client()
+    shop = normalize_shop_domain(shop_domain)
+    merchant = merchant_id or merchant_id_for(shop)
+    user_id, is_new = client.get_or_create_user(shop, email=email, name=name, shopify_id=shopify_id)
+    client.log_user_event(user_id, OAUTH_EVENT, _event_data(shop, is_new))
+    store = ConversationStore(redis_client)
+    store.remember_merchant(shop, user_id, merchant_id=merchant)
+    if conversation_id is not None:
+        store.set_user(conversation_id, user_id, merchant_id=merchant)
+    return OAuthResult(user_id=user_id, is_new=is_new, merchant_id=merchant, shop_domain=shop)
+
+
+async def acomplete_oauth(
+    shop_domain: str,
+    *,
+    redis_client: redis.asyncio.Redis,
+    client: AsyncIdentityClient,
+    email: str | None = None,
+    name: str | None = None,
+    shopify_id: str | None = None,
+    merchant_id: str | None = None,
+    conversation_id: str | None = None,
+) -> OAuthResult:
+    """:func:`complete_oauth` for async services; never blocks the event loop."""
+    shop = normalize_shop_domain(shop_domain)
+    merchant = merchant_id or merchant_id_for(shop)
+    user_id, is_new = await client.get_or_create_user(
+        shop, email=email, name=name, shopify_id=shopify_id
+    )
+    await client.log_user_event(user_id, OAUTH_EVENT, _event_data(shop, is_new))
+    key = merchant_key(shop)
+    current = await redis_client.get(key)
+    await redis_client.set(
+        key, merchant_record(current, shop_domain=shop, user_id=user_id, merchant_id=merchant)
+    )
+    if conversation_id is not None:
+        set_fields = redis_client.register_script(SET_IF_EXISTS_SCRIPT)
+        await set_fields(
+            keys=[session_key(conversation_id), conversation_key(conversation_id)],
+            args=["user_id", user_id, "merchant_id", merchant],
+        )
+    return OAuthResult(user_id=user_id, is_new=is_new, merchant_id=merchant, shop_domain=shop)
