@@ -5,7 +5,7 @@
 begin;
 \ir _helpers.psql
 
-select plan(31);
+select plan(34);
 
 select tests.authenticate_as_service();
 
@@ -131,6 +131,18 @@ select is(
 select is(
   (select is_new from identity.get_or_create_user('tap-goc-four.myshopify.com')),
   false, '... and false for the next one in the same transaction');
+
+-- Durability: creating a user or changing its details waits for the WAL flush; a pure touch
+-- (only last_seen changes) commits asynchronously. Last in the file: the setting is
+-- transaction-local and stays off once a touch has set it.
+select identity.get_or_create_user('tap-goc-sync.myshopify.com');
+select is(current_setting('synchronous_commit'), 'on', 'a new user commits synchronously');
+select identity.get_or_create_user('tap-goc-sync.myshopify.com', 'new@example.com');
+select is(current_setting('synchronous_commit'), 'on',
+  'a returning user with a changed email commits synchronously');
+select identity.get_or_create_user('tap-goc-sync.myshopify.com', 'new@example.com');
+select is(current_setting('synchronous_commit'), 'off',
+  'a returning user with nothing new (a touch) commits asynchronously');
 
 select * from finish();
 rollback;
