@@ -181,6 +181,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         started, conv_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(started, str) or not isinstance(conv_id, str):
+            raise TypeError("cursor parts must be strings")
         when = datetime.fromisoformat(started)
         if when.tzinfo is None:
             raise ValueError("naive timestamp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -208,7 +209,9 @@ def test_cursor_round_trip_and_garbage() -> None:
     when = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
     conv = uuid.uuid4()
     assert decode_cursor(encode_cursor(when, conv)) == (when, conv)
-    for bad in ["", "not-base64!", "WzEsMl0", encode_cursor(when, conv)[:-3]]:
+    # The last one decodes to ["2026-01-01T00:00:00+00:00", 5]: well-formed JSON, wrong types.
+    wrong_types = base64.urlsafe_b64encode(b'["2026-01-01T00:00:00+00:00", 5]').decode()
+    for bad in ["", "not-base64!", "WzEsMl0", encode_cursor(when, conv)[:-3], wrong_types]:
         with pytest.raises(ValidationError) as info:
             decode_cursor(bad)
         assert info.value.field == "cursor"
