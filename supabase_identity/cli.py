@@ -1,39 +1,116 @@
 """The ``supabase-identity`` command line: doctor, users, history, export, events, archive.
 
-Built on Typer (Click) and Rich. Every command reads its configuration like the library does
-(environment, then ``.env.local``, then ``.env``; ``--env-dir`` picks the folder). Errors print
-one line on stderr and exit 1 (2 for usage errors); ``--debug`` adds the traceback.
+Usage::
 
-Output: tables on a terminal; JSON when ``--json`` is given or stdout is not a terminal, so
-scripts can parse it without a flag.
+    supabase-identity doctor
+    supabase-identity user get-or-create cool-shop.myshopify.com
+    supabase-identity --debug user show usr_…
+    supabase-identity history usr_… --limit 10
+    supabase-identity export usr_… --format jsonl -o history.jsonl
+    supabase-identity events flush
+    supabase-identity archive --once | --loop | --check
+
+Built on Typer (Click) and Rich. Every command reads its configuration like the library does
+(environment, then ``.env.local``, then ``.env``; ``--env-dir`` picks the folder).
+
+Output: tables and sentences on a terminal; JSON when ``--json`` is given or stdout is not a
+terminal, so scripts can parse it without a flag (``--no-json`` forces the human form).
+
+Exit codes: 0 success; 1 an error (one line on stderr, ``supabase-identity: error: …``; the
+traceback only with ``--debug``), a failed doctor check, events left in the outbox, a
+conversation the archiver could not archive, or no live archiver for ``archive --check``;
+2 a usage error (unknown option, bad value, ``archive`` without exactly one mode).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import os
 import signal
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any, NoReturn, TextIO
 
 import redis
 import typer
+import typer.core
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
+from typer.exceptions import TyperException
 
 from ._client import IdentityClient
-from ._exceptions import ConfigError, IdentityError
-from .archive import ArchiverConfig, ConversationArchiver
+from ._exceptions import (
+    AuthenticationError,
+    BackendUnavailableError,
+    ConfigError,
+    IdentityError,
+    MigrationsNotAppliedError,
+    NotFoundError,
+    PermissionDeniedError,
+    SchemaNotExposedError,
+)
+from ._keys import Privilege
+from ._models import FlushResult, UserProfile
+from ._outbox import RedisOutbox
+from ._settings import load_settings
+from ._validation import normalize_shop_domain
+from ._version import __version__
+from .archive import ArchiverConfig, ArchiveReport, ConversationArchiver
 from .archive._archiver import HEARTBEAT_PREFIX
 
+PROG = "supabase-identity"
+
+#: Redis client settings for the archiver: fail fast when Redis is down, but leave a pipelined
+#: read of a large batch time to answer.
+ARCHIVER_REDIS_CONNECT_TIMEOUT = 5.0
+ARCHIVER_REDIS_SOCKET_TIMEOUT = 60.0
+#: doctor answers quickly when something is down: one retry, not the client's default three.
+DOCTOR_MAX_RETRIES = 1
+
+_SERVICE_KEY_FIX = (
+    "set SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SECRET_KEY) to the project's service key "
+    "(Dashboard → Project Settings → API; locally `scripts/stack env` prints it)"
+)
+
+
+class CliError(Exception):
+    """A failure the CLI itself detects; printed like the library's errors (one line, exit 1)."""
+
+
+class _Group(typer.core.TyperGroup):
+    """The root command group: turns the library's errors into one line on stderr and exit 1.
+
+    Living in the group (not only in :func:`main`) keeps the behaviour identical when the app
+    is invoked by ``typer.testing.CliRunner``.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException, BrokenPipeError):
+            raise  # Click's own control flow: exit codes, usage errors (exit 2), EPIPE
+        except (CliError, IdentityError, redis.RedisError, OSError) as error:
+            _fail(error)
+        except Exception as error:
+            _fail(error, internal=True)
+
+
 app = typer.Typer(
-    name="supabase-identity",
+    name=PROG,
+    cls=_Group,
     help="User identity, events and conversation history on Supabase (over HTTP).",
     no_args_is_help=True,
     add_completion=False,
@@ -44,41 +121,137 @@ events_app = typer.Typer(help="The events outbox.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(events_app, name="events")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Consoles resolve sys.stdout/sys.stderr when they print, so test runners can swap the streams.
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 EnvDir = Annotated[
     Path | None,
     typer.Option("--env-dir", help="Folder with .env/.env.local (default: current folder)."),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (default when not a terminal).")]
+JsonFlag = Annotated[
+    bool | None,
+    typer.Option(
+        "--json/--no-json",
+        help="JSON output (default: JSON when stdout is not a terminal, else human-readable).",
+    ),
+]
 
 
+@dataclass
 class _Options:
     env_dir: Path | None = None
+    debug: bool = False
 
 
 _options = _Options()
 
 
+@dataclass
+class _Process:
+    owns_logging: bool = False
+
+
+_process = _Process()
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"{PROG} {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     env_dir: EnvDir = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="SUPABASE_IDENTITY_DEBUG",
+            help="Show tracebacks on errors and debug logs. Goes before the command.",
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
     _options.env_dir = env_dir
+    _options.debug = debug
+    _configure_logging(logging.DEBUG if debug else logging.WARNING)
 
 
-def _client() -> IdentityClient:
-    return IdentityClient.from_env(env_dir=_options.env_dir)
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
-def _want_json(flag: bool) -> bool:
-    return flag or not sys.stdout.isatty()
+def _configure_logging(level: int) -> None:
+    """Library logs go to stderr as ``supabase-identity: LEVEL: message`` lines.
+
+    Only when running as the console script (:func:`main`): an application (or a test) that
+    invokes ``app`` keeps its own logging configuration.
+    """
+    if not _process.owns_logging:
+        return
+    logger = logging.getLogger("supabase_identity")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level)
+
+
+def _fail(error: BaseException, *, internal: bool = False) -> NoReturn:
+    """Print ``error`` as one line on stderr (plus the traceback under ``--debug``); exit 1."""
+    if _options.debug:
+        traceback.print_exception(error, file=sys.stderr)
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    if internal:
+        first = f"internal error: {type(error).__name__}: {first}"
+        if not _options.debug:
+            first += " (run with --debug before the command for the traceback)"
+    sys.stderr.write(f"{PROG}: error: {first}\n")
+    sys.stderr.flush()
+    raise typer.Exit(1)
+
+
+def _client(**kwargs: Any) -> IdentityClient:
+    return IdentityClient.from_env(env_dir=_options.env_dir, **kwargs)
+
+
+def _stdout_is_terminal() -> bool:
+    """Whether stdout is a terminal (tests patch this to see the human-readable form)."""
+    return sys.stdout.isatty()
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def _want_json(flag: bool | None) -> bool:
+    return (not _stdout_is_terminal()) if flag is None else flag
 
 
 def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _profile(client: IdentityClient, user_id: str) -> UserProfile:
+    try:
+        return client.get_user_profile(user_id)
+    except NotFoundError as error:
+        raise NotFoundError(
+            f"user {user_id} not found (no such user, or not visible to this key)",
+            status_code=error.status_code,
+            code=error.code,
+        ) from error
 
 
 # ------------------------------------------------------------------------------------------------
@@ -86,65 +259,204 @@ def _print_json(value: Any) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _check(name: str, fn: Callable[[], str]) -> tuple[str, bool, str]:
+class Status(StrEnum):
+    PASS = "pass"  # noqa: S105 - a check status, not a password
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One doctor line: what was checked, how it went, and how to fix it when it failed."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not Status.FAIL
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status.value, "ok": self.ok}
+
+
+def _key_check(client: IdentityClient) -> Check:
+    privilege = client.privilege
+    if privilege is Privilege.SERVICE:
+        return Check("key", Status.PASS, "service key (service_role): what this package needs")
+    if privilege is Privilege.PUBLIC:
+        return Check(
+            "key",
+            Status.FAIL,
+            "public (anon) key: it can read and write nothing in the identity schema, so the "
+            "health check and every command here are refused",
+            _SERVICE_KEY_FIX,
+        )
+    if privilege is Privilege.USER:
+        return Check(
+            "key",
+            Status.FAIL,
+            "a user-scoped (authenticated) token: it reads one user's rows and writes nothing",
+            _SERVICE_KEY_FIX,
+        )
+    return Check("key", Status.PASS, "key of an unknown kind; the gateway check below decides")
+
+
+def _backend_checks(client: IdentityClient, key: Check) -> list[Check]:
+    """gateway, schema, SQL functions and RLS, from one call to ``identity.health()``."""
+    url = client.base_url
+    skip_reason = "not checked: "
     try:
-        return name, True, fn()
-    except IdentityError as error:
-        return name, False, str(error)
+        health = client.with_options(max_retries=DOCTOR_MAX_RETRIES).health()
+    except BackendUnavailableError as error:
+        return [
+            Check(
+                "gateway",
+                Status.FAIL,
+                error.message,
+                "check SUPABASE_URL (host and port; locally http://127.0.0.1:54321) and that the "
+                "project is up (locally `scripts/stack up`, then `scripts/stack status`)",
+            ),
+            *_skipped(skip_reason + "the gateway is unreachable"),
+        ]
+    except SchemaNotExposedError as error:
+        return [
+            Check("gateway", Status.PASS, f"{url} answered"),
+            Check("schema", Status.FAIL, "the `identity` schema is not exposed", error.hint),
+            *_skipped(skip_reason + "the schema is not exposed", names=("SQL functions", "RLS")),
+        ]
+    except MigrationsNotAppliedError as error:
+        return [
+            Check("gateway", Status.PASS, f"{url} answered"),
+            Check("schema", Status.PASS, "`identity` is exposed"),
+            Check(
+                "SQL functions",
+                Status.FAIL,
+                f"identity.health() is missing: {error.message}",
+                "apply the migrations: `supabase db push` (locally `scripts/stack up`)",
+            ),
+            *_skipped(skip_reason + "the migrations are not applied", names=("RLS",)),
+        ]
+    except (AuthenticationError, PermissionDeniedError) as error:
+        gateway = Check("gateway", Status.PASS, f"{url} answered (HTTP {error.status_code})")
+        if not key.ok:
+            reason = skip_reason + "needs the service key"
+            return [gateway, *_skipped(reason, names=("schema", "SQL functions", "RLS"))]
+        return [
+            gateway,
+            Check(
+                "schema",
+                Status.FAIL,
+                f"the gateway refused the key: {error.message}",
+                _SERVICE_KEY_FIX
+                if isinstance(error, AuthenticationError)
+                else "grant the service role access to `identity`: apply the migrations "
+                "(`supabase db push`)",
+            ),
+            *_skipped(skip_reason + "access was refused", names=("SQL functions", "RLS")),
+        ]
+    except ConfigError as error:  # e.g. a 404 from something that is not a Supabase gateway
+        return [
+            Check("gateway", Status.FAIL, f"{url}: {error.message}", error.hint),
+            *_skipped(skip_reason + "the gateway did not answer as Supabase"),
+        ]
+    checks = [
+        Check("gateway", Status.PASS, f"{url} answered"),
+        Check("schema", Status.PASS, "`identity` is exposed and readable with this key"),
+    ]
+    missing = [str(name) for name in health.get("missing_functions") or []]
+    checks.append(
+        Check("SQL functions", Status.PASS, "all present")
+        if not missing
+        else Check(
+            "SQL functions",
+            Status.FAIL,
+            f"missing: {', '.join(missing)}",
+            "apply the migrations: `supabase db push` (locally `scripts/stack up`)",
+        )
+    )
+    tables = health.get("tables") or []
+    no_rls = sorted(str(t.get("name")) for t in tables if not t.get("rls"))
+    checks.append(
+        Check("RLS", Status.PASS, f"enabled on every table ({len(tables)})")
+        if not no_rls
+        else Check(
+            "RLS",
+            Status.FAIL,
+            f"row level security is DISABLED on {', '.join(no_rls)}",
+            "apply the migrations (`supabase db push`); they enable RLS on every table",
+        )
+    )
+    return checks
+
+
+def _skipped(
+    reason: str, names: tuple[str, ...] = ("schema", "SQL functions", "RLS")
+) -> list[Check]:
+    return [Check(name, Status.SKIP, reason) for name in names]
+
+
+def _redis_check(client: IdentityClient) -> Check:
+    if client.redis_url is None:
+        return Check(
+            "redis",
+            Status.FAIL,
+            "REDIS_URL is not set: events wait in process memory and the archiver cannot run",
+            "set REDIS_URL, e.g. redis://127.0.0.1:6379/0",
+        )
+    try:
+        return Check("redis", Status.PASS, client.ping_redis())
     except redis.RedisError as error:
-        return name, False, f"{error} — check REDIS_URL and that Redis is running"
+        return Check(
+            "redis",
+            Status.FAIL,
+            f"Redis did not answer: {error}",
+            "check REDIS_URL (host, port, password, database) and that Redis is running",
+        )
 
 
-@app.command()
-def doctor(json_output: JsonFlag = False) -> None:
-    """Check configuration, gateway, key role, schema, SQL functions, RLS and Redis."""
-    results: list[tuple[str, bool, str]] = []
+def run_doctor() -> list[Check]:
+    """Every doctor check, in order; a check that cannot run is ``skip`` with the reason."""
     try:
         client = _client()
     except ConfigError as error:
-        results.append(("configuration", False, str(error)))
-        client = None
-    if client is not None:
-        with client:
-            results.append(("configuration", True, f"SUPABASE_URL={client.base_url}"))
-            results.append(_check("key", lambda: f"holds the {client.privilege.value} privilege"))
-            health: dict[str, Any] = {}
+        return [
+            Check("configuration", Status.FAIL, error.message, error.hint),
+            *_skipped(
+                "not checked: the configuration is incomplete",
+                names=("key", "gateway", "schema", "SQL functions", "RLS", "redis"),
+            ),
+        ]
+    with client:
+        key = _key_check(client)
+        return [
+            Check("configuration", Status.PASS, f"SUPABASE_URL={client.base_url}"),
+            key,
+            *_backend_checks(client, key),
+            _redis_check(client),
+        ]
 
-            def reach() -> str:
-                health.update(client.health())
-                return "PostgREST answered through the gateway; schema `identity` is exposed"
 
-            results.append(_check("gateway and schema", reach))
-            if health:
-                missing = health.get("missing_functions") or []
-                results.append(
-                    (
-                        "SQL functions",
-                        not missing,
-                        "all present"
-                        if not missing
-                        else f"missing {', '.join(missing)} — run `supabase db push`",
-                    )
-                )
-                no_rls = [t["name"] for t in health.get("tables", []) if not t.get("rls")]
-                results.append(
-                    (
-                        "row level security",
-                        not no_rls,
-                        "enabled on every table"
-                        if not no_rls
-                        else f"DISABLED on {', '.join(no_rls)} — apply the migrations",
-                    )
-                )
-            results.append(_check("redis", client.ping_redis))
-    failed = [r for r in results if not r[1]]
+@app.command()
+def doctor(json_output: JsonFlag = None) -> None:
+    """Check configuration, gateway, key role, schema, SQL functions, RLS and Redis.
+
+    Exit 1 when any check fails; each failing line says how to fix it.
+    """
+    checks = run_doctor()
+    ok = all(check.ok for check in checks)
     if _want_json(json_output):
-        _print_json([{"check": n, "ok": ok, "detail": d} for n, ok, d in results])
+        _print_json({"ok": ok, "checks": [check.as_dict() for check in checks]})
     else:
-        for name, ok, detail in results:
-            mark = "[green]pass[/green]" if ok else "[red]FAIL[/red]"
-            out.print(f"{mark}  {name:<20} {detail}")
-    if failed:
+        marks = {Status.PASS: "[green]pass[/]", Status.FAIL: "[red]FAIL[/]", Status.SKIP: "skip"}
+        for check in checks:
+            line = f"{marks[check.status]}  {check.name:<14} {escape(check.detail)}"
+            if check.fix and not check.ok:
+                line += f" — fix: {escape(check.fix)}"
+            out.print(line)
+    if not ok:
         raise typer.Exit(1)
 
 
@@ -159,62 +471,80 @@ def user_get_or_create(
     email: Annotated[str | None, typer.Option(help="Owner email")] = None,
     name: Annotated[str | None, typer.Option(help="Owner name")] = None,
     shopify_id: Annotated[str | None, typer.Option(help="Shopify shop id")] = None,
-    json_output: JsonFlag = False,
+    json_output: JsonFlag = None,
 ) -> None:
-    """Return the shop's usr_… id, creating the user on first sight."""
+    """Print the shop's usr_… id, creating the user on first sight."""
+    domain = normalize_shop_domain(shop)
     with _client() as client:
         user_id, is_new = client.get_or_create_user(
-            shop, email=email, name=name, shopify_id=shopify_id
+            domain, email=email, name=name, shopify_id=shopify_id
         )
     if _want_json(json_output):
-        _print_json({"user_id": user_id, "is_new": is_new})
+        _print_json({"user_id": user_id, "is_new": is_new, "shop_domain": domain})
     else:
-        out.print(f"{user_id}  ({'new user' if is_new else 'existing user'})")
+        out.print(f"{user_id}  {domain}  ({'new user' if is_new else 'existing user'})")
 
 
 @user_app.command("show")
-def user_show(user_id: str, json_output: JsonFlag = False) -> None:
+def user_show(user_id: str, json_output: JsonFlag = None) -> None:
     """Print a user's profile with conversation and event stats."""
     with _client() as client:
-        profile = client.get_user_profile(user_id)
+        profile = _profile(client, user_id)
     if _want_json(json_output):
         _print_json(profile.model_dump(mode="json"))
         return
     table = Table(show_header=False, box=None)
-    for key, value in profile.model_dump(mode="json", exclude={"stats", "metadata"}).items():
-        table.add_row(key, str(value))
+    data = profile.model_dump(mode="json", exclude={"stats"})
+    for key, value in data.items():
+        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
+        table.add_row(key, Text("" if shown is None else str(shown)))
     for key, value in profile.stats.model_dump(mode="json").items():
-        table.add_row(f"stats.{key}", str(value))
+        table.add_row(f"stats.{key}", Text("" if value is None else str(value)))
     out.print(table)
 
 
 @app.command()
 def history(
     user_id: str,
-    limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
-    cursor: Annotated[str | None, typer.Option(help="Keyset cursor from a previous page")] = None,
-    json_output: JsonFlag = False,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="Conversations per page")] = 20,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many (shows the total)")] = 0,
+    cursor: Annotated[
+        str | None, typer.Option(help="next_cursor from a previous page (keyset paging)")
+    ] = None,
+    json_output: JsonFlag = None,
 ) -> None:
     """List a user's archived conversations, newest first."""
     with _client() as client:
         page = client.get_user_conversations(user_id, limit=limit, offset=offset, cursor=cursor)
+        if not page.items and offset == 0 and cursor is None:
+            _profile(client, user_id)  # an empty history, or a mistyped user id?
     if _want_json(json_output):
         _print_json(page.model_dump(mode="json"))
         return
-    table = Table(title=f"{user_id}: {page.total} conversations")
-    for column in ("id", "workflow", "started", "messages"):
-        table.add_column(column)
+    if page.total is not None:
+        title = f"{user_id}: {page.total} conversations"
+        if page.items:
+            title += f" (showing {offset + 1}-{offset + len(page.items)})"
+    else:
+        title = f"{user_id}: {len(page.items)} conversations after the cursor"
+    if not page.items:
+        out.print(f"{title}; none on this page" if page.total else title)
+        return
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("conversation", no_wrap=True, min_width=36)
+    table.add_column("workflow", overflow="fold")
+    table.add_column("started (UTC)", no_wrap=True)
+    table.add_column("messages", justify="right", no_wrap=True)
     for item in page.items:
         table.add_row(
-            str(item.id),
-            item.workflow_name or "",
+            Text(item.conversation_id),
+            Text(item.workflow_name or ""),
             item.started_at.strftime("%Y-%m-%d %H:%M"),
             str(item.message_count),
         )
     out.print(table)
     if page.next_cursor:
-        out.print(f"next page: --cursor {page.next_cursor}")
+        out.print(f"next page: {PROG} history {user_id} --cursor {page.next_cursor}")
 
 
 class ExportFormat(StrEnum):
@@ -222,63 +552,127 @@ class ExportFormat(StrEnum):
     jsonl = "jsonl"
 
 
-def _export_records(client: IdentityClient, user_id: str) -> Iterator[dict[str, Any]]:
-    yield {"type": "profile", **client.get_user_profile(user_id).model_dump(mode="json")}
-    for summary in client.iter_user_conversations(user_id):
-        conversation = client.get_conversation(user_id, str(summary.id))
-        yield {"type": "conversation", **conversation.model_dump(mode="json")}
-    for event in client.iter_user_events(user_id):
-        yield {"type": "event", **event}
+class _Export:
+    """A user's data read page by page: memory is bounded by one conversation, not the history."""
+
+    def __init__(self, client: IdentityClient, user_id: str) -> None:
+        self._client = client
+        self.user_id = user_id
+        self.conversation_count = 0
+        self.message_count = 0
+        self.event_count = 0
+
+    def profile(self) -> dict[str, Any]:
+        return _profile(self._client, self.user_id).model_dump(mode="json")
+
+    def conversations(self) -> Iterator[dict[str, Any]]:
+        """Each conversation with its messages, newest first."""
+        for summary in self._client.iter_user_conversations(self.user_id):
+            conversation = self._client.get_conversation(self.user_id, str(summary.id))
+            self.conversation_count += 1
+            self.message_count += len(conversation.messages)
+            yield conversation.model_dump(mode="json")
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Each event, oldest first."""
+        for event in self._client.iter_user_events(self.user_id):
+            self.event_count += 1
+            yield event
+
+    def write(self, handle: TextIO, fmt: ExportFormat) -> None:
+        profile = self.profile()  # first: an unknown user fails before anything is written
+        if fmt is ExportFormat.jsonl:
+            handle.write(_dumps({"type": "profile", **profile}) + "\n")
+            for conversation in self.conversations():
+                handle.write(_dumps({"type": "conversation", **conversation}) + "\n")
+            for event in self.events():
+                handle.write(_dumps({"type": "event", **event}) + "\n")
+            return
+        handle.write('{\n"profile": ' + _dumps(profile) + ',\n"conversations": [')
+        _write_items(handle, self.conversations())
+        handle.write('],\n"events": [')
+        _write_items(handle, self.events())
+        handle.write("]\n}\n")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _write_items(handle: TextIO, items: Iterator[dict[str, Any]]) -> None:
+    """The elements of a JSON array, one per line, written as they are read."""
+    separator = "\n"
+    wrote = False
+    for item in items:
+        handle.write(separator + _dumps(item))
+        separator, wrote = ",\n", True
+    if wrote:
+        handle.write("\n")
 
 
 @app.command()
 def export(
     user_id: str,
     fmt: Annotated[
-        ExportFormat, typer.Option("--format", help="json or jsonl")
+        ExportFormat, typer.Option("--format", help="One JSON document, or JSON Lines")
     ] = ExportFormat.json,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="File (default stdout)")
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout)")
     ] = None,
 ) -> None:
-    """Export a user's profile, conversations (with messages) and events."""
+    """Export a user's profile, conversations (with messages) and events.
+
+    JSON: ``{"profile": …, "conversations": [...], "events": [...]}``. JSONL: one object per
+    line with ``"type"`` set to ``profile``, ``conversation`` or ``event``. A file is written
+    to a temporary name and renamed when complete, so a failed export leaves no partial file.
+    """
+    if output is not None and not output.parent.is_dir():
+        raise CliError(f"cannot write {output}: the folder {output.parent} does not exist")
     with _client() as client:
-        records = _export_records(client, user_id)
-        handle: TextIO = output.open("w", encoding="utf-8") if output else sys.stdout
+        job = _Export(client, user_id)
+        if output is None:
+            job.write(sys.stdout, fmt)
+            return
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
         try:
-            if fmt is ExportFormat.jsonl:
-                for record in records:
-                    handle.write(json.dumps(record, default=str) + "\n")
-            else:
-                document: dict[str, Any] = {"profile": None, "conversations": [], "events": []}
-                for record in records:
-                    kind = record.pop("type")
-                    if kind == "profile":
-                        document["profile"] = record
-                    else:
-                        document[f"{kind}s"].append(record)
-                handle.write(json.dumps(document, indent=2, default=str) + "\n")
-        finally:
-            if output:
-                handle.close()
-    if output:
-        err.print(f"exported {user_id} to {output}")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                job.write(handle, fmt)
+            os.replace(tmp_name, output)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+            raise
+    err.print(
+        f"exported {user_id} to {escape(str(output))}: {job.conversation_count} conversations "
+        f"({job.message_count} messages), {job.event_count} events"
+    )
 
 
 @events_app.command("flush")
-def events_flush(json_output: JsonFlag = False) -> None:
-    """Deliver events waiting in the outbox; exit 1 if some remain undelivered."""
+def events_flush(json_output: JsonFlag = None) -> None:
+    """Deliver the events waiting in the Redis outbox; exit 1 if some remain undelivered."""
     with _client() as client:
+        if not isinstance(client.outbox, RedisOutbox):
+            raise ConfigError(
+                "REDIS_URL is not set: without it events wait in each process's own memory, "
+                "so there is no outbox to flush from here"
+            )
         result = client.flush_events()
     if _want_json(json_output):
         _print_json(result.model_dump(mode="json"))
     else:
-        out.print(
-            f"delivered {result.delivered}, duplicates {result.duplicates}, "
-            f"dead-lettered {result.dead_lettered}, remaining {result.remaining}"
-        )
+        out.print(_flush_sentence(result))
     if result.remaining:
+        if result.error:
+            err.print(f"{result.remaining} events still waiting: {escape(result.error)}")
         raise typer.Exit(1)
+
+
+def _flush_sentence(result: FlushResult) -> str:
+    return (
+        f"delivered {result.delivered}, duplicates {result.duplicates}, "
+        f"dead-lettered {result.dead_lettered}, remaining {result.remaining}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -286,14 +680,25 @@ def events_flush(json_output: JsonFlag = False) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _redis_from(client: IdentityClient) -> redis.Redis:
-    url = client.redis_url
+def _archiver_redis(url: str | None, *, ping: bool) -> redis.Redis:
+    """The archiver's Redis client; with ``ping``, fail at once with one line if it is down."""
     if not url:
         raise ConfigError(
             "REDIS_URL is not set: the archiver reads conversations from Redis "
             "(e.g. REDIS_URL=redis://127.0.0.1:6379/0)"
         )
-    return redis.Redis.from_url(url)
+    client = redis.Redis.from_url(
+        url,
+        socket_connect_timeout=ARCHIVER_REDIS_CONNECT_TIMEOUT,
+        socket_timeout=ARCHIVER_REDIS_SOCKET_TIMEOUT,
+    )
+    if ping:
+        try:
+            client.ping()
+        except redis.RedisError as error:
+            client.close()
+            raise CliError(f"Redis (REDIS_URL) did not answer: {error}") from error
+    return client
 
 
 @app.command()
@@ -301,108 +706,190 @@ def archive(
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit (backfills).")] = False,
     loop: Annotated[bool, typer.Option("--loop", help="Run until SIGINT/SIGTERM.")] = False,
     check: Annotated[
-        bool, typer.Option("--check", help="Exit 0 if an archiver heartbeat is fresh.")
+        bool, typer.Option("--check", help="Exit 0 if a live archiver's heartbeat exists.")
     ] = False,
-    window_minutes: Annotated[int, typer.Option("--window", min=1, help="Minutes")] = 120,
-    interval_seconds: Annotated[int, typer.Option("--interval", min=1, help="Seconds")] = 300,
-    batch_rows: Annotated[int, typer.Option(min=1, max=5000)] = 200,
-    json_output: JsonFlag = False,
+    window_minutes: Annotated[
+        int, typer.Option("--window", min=1, help="Archive keys expiring within this (minutes).")
+    ] = 120,
+    interval_seconds: Annotated[
+        int, typer.Option("--interval", min=1, help="Seconds between passes (--loop).")
+    ] = 300,
+    batch_rows: Annotated[
+        int, typer.Option(min=1, max=5000, help="Conversations per upsert request.")
+    ] = 200,
+    json_output: JsonFlag = None,
 ) -> None:
-    """Archive conversations from Redis to Supabase before their TTL."""
+    """Archive conversations from Redis to Supabase before their TTL (exactly one mode).
+
+    --once: one pass (also flushes the events outbox), prints the report, exit 1 if a
+    conversation could not be archived or SIGINT/SIGTERM cut the pass short (it stops after
+    the current batch). --loop: a pass every --interval until SIGINT/SIGTERM,
+    which finish or release the current batch and exit 0. --check: a probe, exit 0 when an
+    archiver wrote its heartbeat recently, else 1.
+    """
     if sum((once, loop, check)) != 1:
-        raise typer.BadParameter("pass exactly one of --once, --loop or --check")
+        raise typer.BadParameter("pass exactly one of --once, --loop or --check", param_hint="mode")
+    if check:
+        settings = load_settings(env_dir=_options.env_dir)
+        url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        redis_client = _archiver_redis(url, ping=True)
+        try:
+            _archive_check(redis_client, json_output)
+        finally:
+            redis_client.close()
+        return
     config = ArchiverConfig(
         window=timedelta(minutes=window_minutes),
         interval=timedelta(seconds=interval_seconds),
         batch_rows=batch_rows,
     )
     with _client() as client:
-        redis_client = _redis_from(client)
+        # --loop backs off while Redis is down; --once fails at once, in one line
+        redis_client = _archiver_redis(client.redis_url, ping=once)
         try:
-            if check:
-                _archive_check(redis_client)
-                return
             archiver = ConversationArchiver(client, redis_client, config=config)
             if once:
-                _archive_once(archiver, json_output)
+                _archive_once(client, archiver, json_output)
             else:
-                _archive_loop(archiver)
+                _archive_loop(archiver, json_output)
         finally:
             redis_client.close()
 
 
-def _archive_check(redis_client: redis.Redis) -> None:
-    beats = [key for key in redis_client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=100)]
-    if not beats:
-        err.print("no archiver heartbeat found")
-        raise typer.Exit(1)
-    out.print(f"{len(beats)} archiver(s) alive")
-
-
-def _archive_once(archiver: ConversationArchiver, json_output: bool) -> None:
-    if sys.stderr.isatty():
-        with Progress(
-            TextColumn("archiving"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("archive", total=None)
-            report = archiver.run_once(
-                progress=lambda done, found: bar.update(task, completed=done, total=found)
-            )
-    else:
-        report = archiver.run_once()
+def _archive_check(redis_client: redis.Redis, json_output: bool | None) -> None:
+    beats: list[dict[str, Any]] = []
+    for key in redis_client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=100):
+        raw = redis_client.get(key)
+        if raw is None:
+            continue  # expired between SCAN and GET
+        try:
+            beat = json.loads(raw)
+        except ValueError:
+            beat = {"raw": raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw}
+        beats.append(beat if isinstance(beat, dict) else {"raw": beat})
     if _want_json(json_output):
-        _print_json(report.as_dict())
-    else:
-        out.print(
-            f"found {report.found}, archived {report.archived}, re-archived "
-            f"{report.rearchived}, unchanged {report.unchanged}, unlinked {report.unlinked}, "
-            f"linked {report.linked}, failed {len(report.failed)} in {report.seconds:.1f}s"
-        )
-        for cid, reason in report.failed.items():
-            err.print(f"failed {cid}: {reason}")
-    if report.failed:
+        _print_json({"alive": len(beats), "heartbeats": beats})
+    elif beats:
+        out.print(f"{len(beats)} archiver(s) alive")
+        for beat in beats:
+            out.print(
+                f"  {escape(str(beat.get('worker')))}  at {escape(str(beat.get('at')))}: "
+                f"{escape(str(beat.get('last_pass')))}"
+            )
+    if not beats:
+        err.print("no archiver heartbeat found: no archiver has completed a pass recently")
         raise typer.Exit(1)
 
 
-def _archive_loop(archiver: ConversationArchiver) -> None:
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, archiver.stop)
-        await archiver.run_forever()
+@contextlib.contextmanager
+def _stop_on_signals(archiver: ConversationArchiver) -> Iterator[list[str]]:
+    """While inside, SIGINT/SIGTERM ask ``archiver`` to stop after its current batch.
 
-    err.print(f"archiver {archiver.worker_id} running; Ctrl-C to stop")
-    asyncio.run(run())
-    totals = archiver.totals
-    err.print(
-        f"stopped: archived {totals.archived}, re-archived {totals.rearchived}, "
-        f"failed {len(totals.failed)}"
+    Yields a list that receives the names of the signals received.
+    """
+    received: list[str] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        archiver.stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _archive_once(
+    client: IdentityClient, archiver: ConversationArchiver, json_output: bool | None
+) -> None:
+    with _stop_on_signals(archiver) as received:
+        if _stderr_is_terminal():
+            with Progress(
+                TextColumn("archiving"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("archive", total=None)
+                report = archiver.run_once(
+                    progress=lambda done, found: bar.update(task, completed=done, total=found)
+                )
+        else:
+            report = archiver.run_once()
+        events = client.flush_events()  # as each --loop pass does
+    if _want_json(json_output):
+        _print_json(
+            {
+                **report.as_dict(),
+                "events": events.model_dump(mode="json"),
+                "interrupted": bool(received),
+            }
+        )
+    else:
+        out.print(_report_sentence(report) + f" in {report.seconds:.1f}s")
+        out.print(f"events: {_flush_sentence(events)}")
+        for cid, reason in report.failed.items():
+            err.print(f"failed {escape(cid)}: {escape(reason)}")
+    if received:
+        err.print(
+            f"{received[0]}: the pass stopped after its current batch; run it again to finish"
+        )
+    if report.failed or received:
+        raise typer.Exit(1)
+
+
+def _report_sentence(report: ArchiveReport) -> str:
+    return (
+        f"found {report.found}, archived {report.archived}, re-archived {report.rearchived}, "
+        f"unchanged {report.unchanged}, unlinked {report.unlinked}, linked {report.linked}, "
+        f"failed {len(report.failed)}"
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the exit code.
+def _archive_loop(archiver: ConversationArchiver, json_output: bool | None) -> None:
+    if not _options.debug:
+        _configure_logging(logging.INFO)  # a worker logs each pass
 
-    Typer handles usage errors (exit 2) and ``typer.Exit``; the library's own errors become one
-    line on stderr and exit 1, with the traceback only under ``--debug``.
+    def request_stop(signame: str) -> Callable[[], None]:
+        def handler() -> None:
+            err.print(f"{signame}: stopping after the current batch")
+            archiver.stop()
+
+        return handler
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, request_stop(sig.name))
+        await archiver.run_forever()
+
+    err.print(
+        f"archiver {escape(archiver.worker_id)} running every "
+        f"{archiver.config.interval.total_seconds():.0f}s; SIGINT/SIGTERM to stop"
+    )
+    asyncio.run(run())
+    totals = archiver.totals
+    err.print(f"stopped: {_report_sentence(totals)}")
+    if _want_json(json_output):
+        _print_json(totals.as_dict())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code (``sys.exit(main())``).
+
+    Usage errors exit 2; the library's errors print one line on stderr and exit 1 (see
+    :class:`_Group`), with the traceback only under ``--debug``.
     """
-    args = sys.argv[1:] if argv is None else argv
+    _process.owns_logging = True
     try:
-        app(args=args, prog_name="supabase-identity")
+        app(args=argv, prog_name=PROG)
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
-    except (IdentityError, redis.RedisError, OSError) as error:
-        if "--debug" in args:
-            traceback.print_exc()
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"supabase-identity: error: {message}", file=sys.stderr)
-        return 1
     return 0
 
 

@@ -328,7 +328,7 @@ class ConversationArchiver:
         Each pass runs in a worker thread (``asyncio.to_thread``) so the event loop is never
         blocked. The cadence subtracts the time a pass took. While Supabase or Redis is
         unreachable it backs off exponentially with jitter instead of spinning. Each pass also
-        flushes the events outbox and writes a heartbeat key.
+        flushes the events outbox and writes a heartbeat key (removed when the loop stops).
         """
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
@@ -343,12 +343,14 @@ class ConversationArchiver:
                 try:
                     report = await asyncio.to_thread(self.run_once)
                     await asyncio.to_thread(self._flush_events)
+                    await asyncio.to_thread(self._beat, report)
                     failures = 0
                     logger.info("archive pass: %s", _summary(report))
                     delay = max(0.0, interval - (time.monotonic() - began))
                 except (BackendUnavailableError, redis.ConnectionError, redis.TimeoutError) as err:
                     failures += 1
                     delay = self._backoff(failures)
+                    await asyncio.to_thread(self._beat, None)
                     logger.warning(
                         "archive pass failed (%s: %s); retrying in %.1fs",
                         type(err).__name__,
@@ -357,6 +359,7 @@ class ConversationArchiver:
                     )
                 await self._sleep(delay)
         finally:
+            await asyncio.to_thread(self._forget_beat)
             logger.info("archiver %s stopped: %s", self.worker_id, _summary(self.totals))
 
     def heartbeat(self) -> dict[str, Any] | None:
@@ -786,7 +789,7 @@ class ConversationArchiver:
         )
 
     def _record(self, report: ArchiveReport) -> None:
-        """Counters and a heartbeat for monitoring (the seed's "Archival Health" metrics)."""
+        """Counters for monitoring (the seed's "Archival Health" metrics): one pipeline."""
         pipe = self._redis.pipeline(transaction=False)
         for name in ("archived", "rearchived", "unchanged", "unlinked", "linked"):
             value = getattr(report, name)
@@ -795,23 +798,32 @@ class ConversationArchiver:
         if report.failed:
             pipe.hincrby(STATS_KEY, "failed", len(report.failed))
         pipe.hincrby(STATS_KEY, "passes", 1)
-        ttl = max(60, int(self.config.interval.total_seconds() * 3))
-        pipe.set(
-            HEARTBEAT_PREFIX + self.worker_id,
-            json.dumps(
-                {
-                    "at": datetime.now(UTC).isoformat(),
-                    "worker": self.worker_id,
-                    "last_pass": _summary(report),
-                    "seconds": round(report.seconds, 3),
-                }
-            ),
-            ex=ttl,
-        )
         try:
             pipe.execute()
         except redis.RedisError as err:
             logger.warning("could not record archiver stats: %s", err)
+
+    def _beat(self, report: ArchiveReport | None) -> None:
+        """The running loop's heartbeat: expires after three intervals without a pass.
+
+        Only :meth:`run_forever` writes it, so ``archive --check`` (a liveness probe) passes
+        while a loop is alive, never because a one-off ``--once`` ran recently.
+        """
+        ttl = max(60, int(self.config.interval.total_seconds() * 3))
+        beat = {
+            "at": datetime.now(UTC).isoformat(),
+            "worker": self.worker_id,
+            "last_pass": _summary(report) if report is not None else "failed",
+            "seconds": round(report.seconds, 3) if report is not None else None,
+        }
+        try:
+            self._redis.set(HEARTBEAT_PREFIX + self.worker_id, json.dumps(beat), ex=ttl)
+        except redis.RedisError as err:
+            logger.warning("could not write the archiver heartbeat: %s", err)
+
+    def _forget_beat(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self._redis.delete(HEARTBEAT_PREFIX + self.worker_id)
 
 
 def _pairs(flat: Sequence[bytes | str]) -> dict[bytes | str, bytes | str]:
