@@ -199,11 +199,54 @@ def _client_headers(bearer: str) -> dict[str, str]:
     return {**DEFAULT_HEADERS, "Authorization": f"Bearer {bearer}"}
 
 
+def _check_retries(max_retries: int) -> None:
+    if max_retries < 0:
+        raise ValidationError("max_retries must be 0 or more", field="max_retries", rule="range")
+
+
 class _ClientCommon(BaseIdentityClient):
     """Lifecycle and derivation helpers identical in both clients."""
 
     _res: _Resources
     _owner: bool
+
+    def _configure(
+        self,
+        *,
+        url: str | None,
+        key: str | None,
+        public_key: str | None,
+        access_token: str | None,
+        jwt_secret: str | None,
+        redis_url: str | NotGiven | None,
+        env_dir: str | os.PathLike[str] | None,
+        environ: Mapping[str, str] | None,
+        timeout: TimeoutTypes | NotGiven,
+        max_retries: int | NotGiven,
+    ) -> _Credentials:
+        """Constructor work shared by both clients: settings, credentials, timeout, retries."""
+        creds = _resolve(
+            url=url,
+            key=key,
+            public_key=public_key,
+            access_token=access_token,
+            jwt_secret=jwt_secret,
+            redis_url=redis_url,
+            env_dir=env_dir,
+            environ=environ,
+        )
+        self._init_auth(
+            base_url=creds.base_url,
+            api_key=creds.api_key,
+            access_token=creds.access_token,
+            public_key=creds.public_key,
+            jwt_secret=creds.jwt_secret,
+        )
+        self._redis_url = creds.redis_url
+        self.timeout = given(timeout, DEFAULT_TIMEOUT)
+        self.max_retries = given(max_retries, DEFAULT_MAX_RETRIES)
+        _check_retries(self.max_retries)
+        return creds
 
     def _check_open(self) -> None:
         if self._res.closed:
@@ -224,10 +267,7 @@ class _ClientCommon(BaseIdentityClient):
         clone._owner = False
         clone.timeout = given(timeout, self.timeout)
         clone.max_retries = given(max_retries, self.max_retries)
-        if clone.max_retries < 0:
-            raise ValidationError(
-                "max_retries must be 0 or more", field="max_retries", rule="range"
-            )
+        _check_retries(clone.max_retries)
         return clone
 
     def _user_credentials(self, user_id: str) -> str:
@@ -296,7 +336,7 @@ class IdentityClient(_ClientCommon):
         env_dir: str | os.PathLike[str] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        creds = _resolve(
+        creds = self._configure(
             url=url,
             key=key,
             public_key=public_key,
@@ -305,21 +345,9 @@ class IdentityClient(_ClientCommon):
             redis_url=redis_url,
             env_dir=env_dir,
             environ=environ,
+            timeout=timeout,
+            max_retries=max_retries,
         )
-        self._init_auth(
-            base_url=creds.base_url,
-            api_key=creds.api_key,
-            access_token=creds.access_token,
-            public_key=creds.public_key,
-            jwt_secret=creds.jwt_secret,
-        )
-        self._redis_url = creds.redis_url
-        self.timeout = given(timeout, DEFAULT_TIMEOUT)
-        self.max_retries = given(max_retries, DEFAULT_MAX_RETRIES)
-        if self.max_retries < 0:
-            raise ValidationError(
-                "max_retries must be 0 or more", field="max_retries", rule="range"
-            )
         http = http_client or httpx.Client(
             timeout=DEFAULT_TIMEOUT,
             limits=DEFAULT_CONNECTION_LIMITS,
@@ -817,7 +845,7 @@ class AsyncIdentityClient(_ClientCommon):
         env_dir: str | os.PathLike[str] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        creds = _resolve(
+        creds = self._configure(
             url=url,
             key=key,
             public_key=public_key,
@@ -826,21 +854,9 @@ class AsyncIdentityClient(_ClientCommon):
             redis_url=redis_url,
             env_dir=env_dir,
             environ=environ,
+            timeout=timeout,
+            max_retries=max_retries,
         )
-        self._init_auth(
-            base_url=creds.base_url,
-            api_key=creds.api_key,
-            access_token=creds.access_token,
-            public_key=creds.public_key,
-            jwt_secret=creds.jwt_secret,
-        )
-        self._redis_url = creds.redis_url
-        self.timeout = given(timeout, DEFAULT_TIMEOUT)
-        self.max_retries = given(max_retries, DEFAULT_MAX_RETRIES)
-        if self.max_retries < 0:
-            raise ValidationError(
-                "max_retries must be 0 or more", field="max_retries", rule="range"
-            )
         http = http_client or httpx.AsyncClient(
             timeout=DEFAULT_TIMEOUT,
             limits=DEFAULT_CONNECTION_LIMITS,

@@ -388,25 +388,27 @@ class ConversationArchiver:
 
     def _candidate_pages(self) -> Iterator[list[_Candidate]]:
         """Due conversations in pages of ``batch_rows``; memory is bounded by the page."""
-        deadline = time.time() + self.config.window.total_seconds()
         page: list[_Candidate] = []
+        for candidate in self._due_candidates():
+            page.append(candidate)
+            if len(page) >= self.config.batch_rows:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    def _due_candidates(self) -> Iterator[_Candidate]:
+        """The due index (ZSCAN), then legacy ``conversation:*`` keys it does not know (SCAN)."""
+        deadline = time.time() + self.config.window.total_seconds()
         cursor = 0
         while True:
             cursor, entries = self._redis.zscan(DUE_KEY, cursor, count=self.config.scan_count)
             ids = [_s(cast("bytes | str", member)) or "" for member, _score in entries]
-            for candidate in self._prefilter(ids, in_index=True, deadline=deadline):
-                page.append(candidate)
-                if len(page) >= self.config.batch_rows:
-                    yield page
-                    page = []
+            yield from self._prefilter(ids, in_index=True, deadline=deadline)
             if cursor == 0:
                 break
-        if page:
-            yield page
-            page = []
         if not self.config.scan_legacy:
             return
-        # Legacy writers: SCAN conversation:* and keep the keys the index does not know about.
         cursor = 0
         while True:
             cursor, keys = self._redis.scan(
@@ -419,15 +421,9 @@ class ConversationArchiver:
                     pipe.zscore(DUE_KEY, cid)
                 scores = pipe.execute()
                 legacy = [cid for cid, score in zip(ids, scores, strict=True) if score is None]
-                for candidate in self._prefilter(legacy, in_index=False, deadline=deadline):
-                    page.append(candidate)
-                    if len(page) >= self.config.batch_rows:
-                        yield page
-                        page = []
+                yield from self._prefilter(legacy, in_index=False, deadline=deadline)
             if cursor == 0:
                 break
-        if page:
-            yield page
 
     def _prefilter(
         self, ids: Sequence[str], *, in_index: bool, deadline: float
