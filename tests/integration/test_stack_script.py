@@ -1,0 +1,98 @@
+"""scripts/stack itself: bad input says what to do; `up` keeps data; `reset` deletes it.
+
+A throwaway stack (own state folder, ports below the ephemeral range) so the one the other
+tests use is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.integration
+STACK = Path(__file__).resolve().parents[2] / "scripts" / "stack"
+PORTS = {
+    "STACK_DB_PORT": "25322",
+    "STACK_API_PORT": "25321",
+    "STACK_POSTGREST_PORT": "25330",
+    "STACK_POSTGREST_ADMIN_PORT": "25331",
+    "STACK_REDIS_PORT": "25379",
+}
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(STACK), *args], env=env, capture_output=True, text=True, check=False, timeout=180
+    )
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[dict[str, str]]:
+    # Under /var/tmp, not pytest's 0700 tmp folder: the postgres OS user must reach the cluster.
+    folder = Path(tempfile.mkdtemp(prefix="stack-test-", dir="/var/tmp"))
+    os.chmod(folder, 0o755)  # noqa: S103
+    values = {**os.environ, "STACK_DIR": str(folder / ".stack"), **PORTS}
+    try:
+        yield values
+    finally:
+        run(values, "down")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_unknown_subcommand_lists_the_valid_ones(env: dict[str, str]) -> None:
+    done = run(env, "start")
+    assert done.returncode == 2
+    assert "invalid choice: 'start'" in done.stderr
+    assert "'up', 'down', 'status', 'env', 'reset'" in done.stderr
+
+
+def test_env_before_the_first_up_says_to_run_up(env: dict[str, str]) -> None:
+    done = run(env, "env")
+    assert done.returncode == 1
+    assert "run `scripts/stack up` first" in done.stderr
+
+
+def test_port_in_use_names_the_variable_to_change(env: dict[str, str]) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(PORTS["STACK_REDIS_PORT"])))
+        squatter.listen()
+        done = run(env, "up", "redis")
+    assert done.returncode == 1
+    assert "port 25379 is already in use" in done.stderr
+    assert "STACK_REDIS_PORT=<port>" in done.stderr
+
+
+def test_missing_binary_says_how_to_install_it(env: dict[str, str]) -> None:
+    done = run({**env, "STACK_PG_BIN": "/nonexistent/bin"}, "up", "postgres")
+    assert done.returncode == 1
+    assert "/nonexistent/bin/initdb not found" in done.stderr
+    assert "apt-get install postgresql-15" in done.stderr
+
+
+def test_up_keeps_data_and_reset_deletes_it(env: dict[str, str]) -> None:
+    assert run(env, "up").returncode == 0
+    assert run(env, "status").returncode == 0
+    exports = dict(
+        line.removeprefix("export ").split("=", 1) for line in run(env, "env").stdout.splitlines()
+    )
+    with psycopg.connect(exports["SUPABASE_DB_URL"], autocommit=True) as db:
+        db.execute("create table public.keep_me (id int)")
+    assert run(env, "down").returncode == 0
+    assert run(env, "status").returncode == 3
+    assert run(env, "up").returncode == 0
+    with psycopg.connect(exports["SUPABASE_DB_URL"], autocommit=True) as db:
+        assert db.execute("select to_regclass('public.keep_me')::text").fetchone() == ("keep_me",)
+
+    done = run(env, "reset")
+    assert done.returncode == 0
+    assert "reset: deleted the local database and Redis data" in done.stdout
+    with psycopg.connect(exports["SUPABASE_DB_URL"], autocommit=True) as db:
+        assert db.execute("select to_regclass('public.keep_me')").fetchone() == (None,)
