@@ -357,7 +357,7 @@ def test_postgrest_down_mid_run_nothing_marked_without_its_row(
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     store = ConversationStore(r)
-    total = 600
+    total = 1000
     ids = [write_conversation(store, user_id, 3) for _ in range(total)]
     fast = client.with_options(max_retries=0)
     archiver = ConversationArchiver(
