@@ -11,6 +11,7 @@ is meant to call this). Measured in one run, on one pooled httpx client:
   seed returning  SELECT by shop, then UPDATE last_seen (two round trips)
   history page    get_user_conversations(limit=20) with the exact total, 200 conversations
 
+The measurements are interleaved (one call of each per round) so that drift affects them alike.
 Prints p50/p99 in milliseconds and each p50 as a multiple of the floor's p50.
 """
 
@@ -33,15 +34,20 @@ import httpx
 from supabase_identity import IdentityClient
 
 
-def measure(fn: Callable[[int], object], n: int, warmup: int = 20) -> list[float]:
-    """Call ``fn(i)`` ``n`` times after ``warmup`` calls; return latencies in milliseconds."""
+def measure_interleaved(
+    measurements: dict[str, Callable[[int], object]], n: int, warmup: int = 20
+) -> dict[str, list[float]]:
+    """Time every measurement once per round, ``n`` rounds: drift on a shared 2-core machine
+    (other processes, CPU frequency) then touches the floor and the rest alike."""
     for i in range(warmup):
-        fn(-1 - i)
-    out = []
+        for fn in measurements.values():
+            fn(-1 - i)
+    out: dict[str, list[float]] = {name: [] for name in measurements}
     for i in range(n):
-        start = time.perf_counter()
-        fn(i)
-        out.append((time.perf_counter() - start) * 1000)
+        for name, fn in measurements.items():
+            start = time.perf_counter()
+            fn(i)
+            out[name].append((time.perf_counter() - start) * 1000)
     return out
 
 
@@ -113,13 +119,6 @@ def main() -> int:
 
             return go
 
-        results: dict[str, list[float]] = {}
-        results["floor"] = measure(floor, n)
-        results["sdk new"] = measure(sdk_new, n)
-        results["sdk returning"] = measure(sdk_returning, n)
-        results["seed new"] = measure(seed_get_or_create(returning=False), n)
-        results["seed returning"] = measure(seed_get_or_create(returning=True), n)
-
         user_id, _ = client.get_or_create_user(shop("hist", 0))
         base = datetime.now(UTC) - timedelta(days=30)
         rows = [
@@ -132,9 +131,16 @@ def main() -> int:
             for i in range(200)
         ]
         client.supabase.postgrest.from_("conversations").insert(rows).execute()
-        results["history page"] = measure(
-            lambda _: client.get_user_conversations(user_id, limit=20), n
-        )
+
+        measurements: dict[str, Callable[[int], object]] = {
+            "floor": floor,
+            "sdk new": sdk_new,
+            "sdk returning": sdk_returning,
+            "seed new": seed_get_or_create(returning=False),
+            "seed returning": seed_get_or_create(returning=True),
+            "history page": lambda _: client.get_user_conversations(user_id, limit=20),
+        }
+        results = measure_interleaved(measurements, n)
 
     base_p50 = statistics.median(results["floor"])
     print(f"{'measurement':<16} {'p50 ms':>8} {'p99 ms':>8} {'p50/floor':>10}")

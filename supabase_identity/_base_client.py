@@ -499,7 +499,13 @@ class BaseIdentityClient:
             raise self._shape_error("get_user_profile", data, err) from err
 
     def _parse_page(
-        self, spec: RequestSpec, response: httpx.Response, limit: int, offset: int, keyset: bool
+        self,
+        spec: RequestSpec,
+        response: httpx.Response,
+        user_id: str,
+        limit: int,
+        offset: int,
+        keyset: bool,
     ) -> ConversationPage:
         total = None if keyset else parse_content_range_total(response.headers)
         if response.status_code == 416:  # offset past the end: an empty page, not an error
@@ -509,7 +515,7 @@ class BaseIdentityClient:
         if not isinstance(rows, list):
             raise self._shape_error("conversations", rows)
         try:
-            items = [ConversationSummary.model_validate(r) for r in rows]
+            items = [ConversationSummary.model_validate({**r, "user_id": user_id}) for r in rows]
         except pydantic.ValidationError as err:
             raise self._shape_error("conversations", rows[:1], err) from err
         more = len(items) == limit and (total is None or offset + len(items) < total)

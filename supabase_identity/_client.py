@@ -575,7 +575,7 @@ class IdentityClient(_ClientCommon):
         """
         spec = self._spec_list_conversations(self._rest, user_id, limit, offset, cursor)
         response = self._request(spec, timeout=timeout, ok_statuses=(416,))
-        return self._parse_page(spec, response, limit, offset, keyset=cursor is not None)
+        return self._parse_page(spec, response, user_id, limit, offset, keyset=cursor is not None)
 
     def get_conversation(
         self,
@@ -1066,7 +1066,7 @@ class AsyncIdentityClient(_ClientCommon):
         """A page of conversations; see :meth:`IdentityClient.get_user_conversations`."""
         spec = self._spec_list_conversations(self._rest, user_id, limit, offset, cursor)
         response = await self._request(spec, timeout=timeout, ok_statuses=(416,))
-        return self._parse_page(spec, response, limit, offset, keyset=cursor is not None)
+        return self._parse_page(spec, response, user_id, limit, offset, keyset=cursor is not None)
 
     async def get_conversation(
         self,
