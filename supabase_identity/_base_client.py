@@ -21,6 +21,7 @@ import json
 import logging
 import random
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -195,6 +196,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         ) from err
 
 
+def new_user_id() -> str:
+    """A fresh ``usr_`` id: 24 random lowercase hex characters, never derived from the shop."""
+    return "usr_" + secrets.token_hex(12)
+
+
 def encode_json(value: Any) -> bytes:
     """Compact UTF-8 JSON; NaN is refused (PostgREST would reject it anyway)."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
@@ -316,6 +322,9 @@ class BaseIdentityClient:
             "shopify_id": validate_optional_text(
                 shopify_id, field="shopify_id", max_length=MAX_SHOPIFY_ID_LENGTH
             ),
+            # One candidate id per logical call, reused by its retries: if the first attempt
+            # created the user but its response was lost, the retry still gets is_new = true.
+            "new_id": new_user_id(),
         }
         self._require_write("get_or_create_user")
         return self._spec("rpc/get_or_create_user", rest.rpc("get_or_create_user", params))

@@ -1137,6 +1137,12 @@ class AsyncIdentityClient(_ClientCommon):
             )
             await self._enqueue([event])
             return
+        except asyncio.CancelledError:
+            # The caller's task was cancelled mid-request (client gone, a timeout): the event
+            # may or may not have arrived. Keep it (shielded from the cancellation); a second
+            # delivery is harmless, the database deduplicates by event id.
+            await asyncio.shield(self._enqueue([event]))
+            raise
         if delivery.dead:
             await self._keep_dead(delivery.dead)
 

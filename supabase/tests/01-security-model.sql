@@ -110,11 +110,11 @@ select is_empty(
   'no identity function is SECURITY DEFINER: grants and RLS apply inside them');
 
 -- Exact EXECUTE privileges per function and role.
-select function_privs_are('identity', 'get_or_create_user', array['text', 'text', 'text', 'text'],
+select function_privs_are('identity', 'get_or_create_user', array['text', 'text', 'text', 'text', 'text'],
   'anon', array[]::text[], 'anon cannot execute get_or_create_user');
-select function_privs_are('identity', 'get_or_create_user', array['text', 'text', 'text', 'text'],
+select function_privs_are('identity', 'get_or_create_user', array['text', 'text', 'text', 'text', 'text'],
   'authenticated', array[]::text[], 'authenticated cannot execute get_or_create_user');
-select function_privs_are('identity', 'get_or_create_user', array['text', 'text', 'text', 'text'],
+select function_privs_are('identity', 'get_or_create_user', array['text', 'text', 'text', 'text', 'text'],
   'service_role', array['EXECUTE'], 'service_role can execute get_or_create_user');
 select function_privs_are('identity', 'get_user_profile', array['text'],
   'anon', array[]::text[], 'anon cannot execute get_user_profile');

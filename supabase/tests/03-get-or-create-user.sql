@@ -5,7 +5,7 @@
 begin;
 \ir _helpers.psql
 
-select plan(34);
+select plan(38);
 
 select tests.authenticate_as_service();
 
@@ -131,6 +131,27 @@ select is(
 select is(
   (select is_new from identity.get_or_create_user('tap-goc-four.myshopify.com')),
   false, '... and false for the next one in the same transaction');
+
+-- A retried call (same client-generated new_id) still learns that the user is new; another
+-- call does not; the id is the client's candidate.
+select results_eq(
+  $$ select user_id, is_new from identity.get_or_create_user(
+       'tap-goc-retry.myshopify.com', new_id => 'usr_0123456789abcdef0123') $$,
+  $$ values ('usr_0123456789abcdef0123'::text, true) $$,
+  'a new shop is created under the client''s candidate id');
+select results_eq(
+  $$ select user_id, is_new from identity.get_or_create_user(
+       'tap-goc-retry.myshopify.com', new_id => 'usr_0123456789abcdef0123') $$,
+  $$ values ('usr_0123456789abcdef0123'::text, true) $$,
+  'a retry with the same candidate id still reports is_new = true');
+select results_eq(
+  $$ select user_id, is_new from identity.get_or_create_user(
+       'tap-goc-retry.myshopify.com', new_id => 'usr_fedcba9876543210fedc') $$,
+  $$ values ('usr_0123456789abcdef0123'::text, false) $$,
+  'another call (another candidate) gets the same user and is_new = false');
+select throws_ok(
+  $$ select identity.get_or_create_user('tap-goc-bad-id.myshopify.com', new_id => 'nope') $$,
+  '23514', null, 'a candidate id that is not usr_… is refused by the check constraint');
 
 -- Durability: creating a user or changing its details waits for the WAL flush; a pure touch
 -- (only last_seen changes) commits asynchronously. Last in the file: the setting is

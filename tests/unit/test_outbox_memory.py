@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -246,3 +247,27 @@ async def test_async_client_queues_and_flushes(
     assert (result.delivered, result.remaining) == (1, 0)
     stats = await aclient.outbox_stats()
     assert (stats.backend, stats.pending) == ("memory", 0)
+
+
+async def test_async_log_user_event_keeps_the_event_when_its_task_is_cancelled(
+    aclient: AsyncIdentityClient, api: respx.MockRouter, outbox: MemoryOutbox
+) -> None:
+    """A cancelled caller (client gone, a timeout) must not take the event down with it."""
+    started = asyncio.Event()
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        if not started.is_set():  # the first delivery hangs; later ones (close()) succeed
+            started.set()
+            await asyncio.sleep(30)
+        ids = [e["id"] for e in json.loads(request.content)["events"]]
+        return httpx.Response(200, json=[{"id": i, "status": "inserted"} for i in ids])
+
+    api.post("/rpc/record_events").mock(side_effect=hang)
+    task = asyncio.create_task(aclient.log_user_event(USER_ID, "page_view", {"n": 1}))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert outbox.pending_count() == 1
+    [kept] = outbox.claim(10)
+    assert (kept.user_id, kept.event_type, kept.event_data) == (USER_ID, "page_view", {"n": 1})

@@ -7,6 +7,7 @@ argument or a missing profile header would break production silently without the
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,12 +83,28 @@ def test_get_or_create_user_is_one_rpc_with_normalized_domain(
     assert request.headers["apikey"] == SERVICE_KEY
     assert request.headers.get_list("authorization") == [f"Bearer {SERVICE_KEY}"]
     assert request.headers["content-type"] == "application/json"
-    assert json.loads(request.content) == {
+    body = json.loads(request.content)
+    new_id = body.pop("new_id")
+    assert body == {
         "shop_domain": "cool-shop.myshopify.com",
         "email": "a@b.co",
         "name": None,
         "shopify_id": "42",
     }
+    assert re.fullmatch(r"usr_[0-9a-f]{24}", new_id)
+    assert "cool" not in new_id  # never derived from the shop domain
+
+
+def test_get_or_create_user_candidate_id_is_new_per_call(
+    client: IdentityClient, api: respx.MockRouter
+) -> None:
+    route = api.post("/rpc/get_or_create_user").respond(
+        200, json=[{"user_id": USER_ID, "is_new": False}]
+    )
+    client.get_or_create_user("cool-shop.myshopify.com")
+    client.get_or_create_user("cool-shop.myshopify.com")
+    first, second = (json.loads(c.request.content)["new_id"] for c in route.calls)
+    assert first != second
 
 
 def test_get_or_create_user_accepts_a_single_object_answer(

@@ -201,13 +201,14 @@ def test_request_body_is_identical_json_across_retries(
     route = api.post("/rpc/get_or_create_user").mock(side_effect=[httpx.Response(500), OK])
     client.get_or_create_user(SHOP, email="x@y.z")
     first, second = (json.loads(c.request.content) for c in route.calls)
-    assert (
-        first
-        == second
-        == {
-            "shop_domain": SHOP,
-            "email": "x@y.z",
-            "name": None,
-            "shopify_id": None,
-        }
-    )
+    # The candidate id is part of the body and the same on the retry: that is what lets the
+    # retry of a call whose first attempt created the user still report is_new = true.
+    assert first == second
+    assert first == {
+        "shop_domain": SHOP,
+        "email": "x@y.z",
+        "name": None,
+        "shopify_id": None,
+        "new_id": first["new_id"],
+    }
+    assert first["new_id"].startswith("usr_")
