@@ -715,7 +715,7 @@ def archive(
         int, typer.Option("--interval", min=1, help="Seconds between passes (--loop).")
     ] = 300,
     batch_rows: Annotated[
-        int, typer.Option(min=1, max=5000, help="Conversations per upsert request.")
+        int, typer.Option(min=1, max=1000, help="Conversations per upsert request.")
     ] = 200,
     json_output: JsonFlag = None,
 ) -> None:

@@ -126,10 +126,15 @@ async def acomplete_oauth(
     )
     await client.log_user_event(user_id, OAUTH_EVENT, _event_data(shop, is_new))
     key = merchant_key(shop)
-    current = await redis_client.get(key)
-    await redis_client.set(
-        key, merchant_record(current, shop_domain=shop, user_id=user_id, merchant_id=merchant)
-    )
+
+    async def merge(pipe: redis.asyncio.client.Pipeline) -> None:  # WATCHed: see remember_merchant
+        current = await pipe.get(key)
+        pipe.multi()  # type: ignore[no-untyped-call]  # redis.asyncio leaves it unannotated
+        pipe.set(
+            key, merchant_record(current, shop_domain=shop, user_id=user_id, merchant_id=merchant)
+        )
+
+    await redis_client.transaction(merge, key)
     if conversation_id is not None:
         set_fields = redis_client.register_script(SET_IF_EXISTS_SCRIPT)
         await set_fields(

@@ -9,7 +9,8 @@
 -- older, shorter copy: a slow archiver that lost its lease cannot undo a newer archive. A user id
 -- that is not (yet) a user is kept in metadata.pending_user_id instead of failing the batch on
 -- the foreign key; an already linked row is never unlinked.
--- Returns one row per input: status inserted | updated | stale, and the row's user_id after it.
+-- Returns one row per input: status inserted | updated | stale, and the row's user_id after it
+-- (for stale rows, the stored one).
 -- ---------------------------------------------------------------------------------------------
 create function identity.archive_conversations(conversations jsonb)
 returns table (id uuid, status text, user_id text)
@@ -81,9 +82,12 @@ as $$
            when u.inserted then 'inserted'
            else 'updated'
          end,
-         u.user_id
+         -- A stale row was not touched: report the user it is stored with, so the archiver
+         -- does not take a linked conversation for an unlinked one.
+         case when u.id is null then stored.user_id else u.user_id end
   from input as i
-  left join upserted as u on u.id = i.id;
+  left join upserted as u on u.id = i.id
+  left join identity.conversations as stored on stored.id = i.id and u.id is null;
 $$;
 comment on function identity.archive_conversations(jsonb) is
   'Batch upsert of archived conversations; replaces messages unless the stored copy is longer.';
@@ -92,7 +96,9 @@ grant execute on function identity.archive_conversations(jsonb) to service_role;
 
 -- ---------------------------------------------------------------------------------------------
 -- link_conversations: attach conversations archived without a known user once the user exists.
--- Only rows still unlinked are touched; returns the rows that were linked.
+-- Only rows still unlinked are changed. Returns every given conversation that is linked after
+-- the call — just now, or already before (by an earlier pass or another archiver) — so the
+-- caller can stop tracking all of them.
 -- ---------------------------------------------------------------------------------------------
 create function identity.link_conversations(links jsonb)
 returns table (id uuid, user_id text)
@@ -101,14 +107,26 @@ returns table (id uuid, user_id text)
   security invoker
   set search_path = ''
 as $$
-  update identity.conversations as c
-     set user_id = l.user_id,
-         metadata = c.metadata - 'pending_user_id'
+  with wanted as (
+    select l.id, l.user_id
     from jsonb_to_recordset(link_conversations.links) as l (id uuid, user_id text)
-   where c.id = l.id
-     and c.user_id is null
-     and exists (select 1 from identity.users as u where u.id = l.user_id)
-  returning c.id, c.user_id;
+  ),
+  linked as (
+    update identity.conversations as c
+       set user_id = w.user_id,
+           metadata = c.metadata - 'pending_user_id'
+      from wanted as w
+     where c.id = w.id
+       and c.user_id is null
+       and exists (select 1 from identity.users as u where u.id = w.user_id)
+    returning c.id, c.user_id
+  )
+  select linked.id, linked.user_id from linked
+  union all
+  select c.id, c.user_id
+  from identity.conversations as c
+  join wanted as w on w.id = c.id
+  where c.user_id is not null;
 $$;
 comment on function identity.link_conversations(jsonb) is
   'Sets user_id on archived conversations that were stored unlinked; ignores linked rows.';

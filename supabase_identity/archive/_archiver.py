@@ -37,19 +37,29 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import redis
 
-from .._exceptions import BackendUnavailableError, IdentityError, ValidationError
+from .._exceptions import (
+    APIStatusError,
+    BackendUnavailableError,
+    IdentityError,
+    ValidationError,
+)
 from ._layout import DUE_KEY, conversation_key, merchant_key, message_key, session_key
 from ._rows import RawConversation, build_row, shop_from_merchant, user_id_candidates
 
 __all__ = ["ArchiveReport", "ArchiverConfig", "ConversationArchiver"]
 
 logger = logging.getLogger("supabase_identity.archive")
+_T = TypeVar("_T")
 
 LEASE_PREFIX: Final = "identity:archive:lease:"
+#: Upper bound of ``batch_rows``: PostgREST's default (and Supabase's) ``db-max-rows``.
+MAX_BATCH_ROWS: Final = 1000
+#: A conversation whose fields are cut down to this and still does not fit is dead-lettered.
+MIN_FIELD_BYTES: Final = 256
 UNLINKED_KEY: Final = "identity:archive:unlinked"
 DEAD_LETTER_KEY: Final = "identity:archive:dead"
 STATS_KEY: Final = "identity:archive:stats"
@@ -85,6 +95,18 @@ for seq = 0, count - 1 do
   end
 end
 return {conv, session, count, messages}
+"""
+# Extends the leases this archiver still holds (before each upsert of a page that waited).
+# KEYS: lease keys. ARGV: worker id, lease ms. Returns how many were extended.
+_RENEW_SCRIPT: Final = """
+local renewed = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    renewed = renewed + 1
+  end
+end
+return renewed
 """
 # Releases a lease only if this archiver still holds it.
 _RELEASE_SCRIPT: Final = """
@@ -130,8 +152,14 @@ class ArchiverConfig:
     shutdown_grace: timedelta = timedelta(seconds=30)
 
     def __post_init__(self) -> None:
-        if self.batch_rows < 1:
-            raise ValidationError("batch_rows must be at least 1", field="batch_rows", rule="min")
+        if not 1 <= self.batch_rows <= MAX_BATCH_ROWS:
+            # PostgREST returns at most db-max-rows (1000 on Supabase) rows of a function's
+            # result: a larger batch would be stored but its statuses cut off, never marked.
+            raise ValidationError(
+                f"batch_rows must be between 1 and {MAX_BATCH_ROWS}",
+                field="batch_rows",
+                rule="range",
+            )
         if self.batch_bytes < 1024:
             raise ValidationError(
                 "batch_bytes must be at least 1024", field="batch_bytes", rule="min"
@@ -189,7 +217,8 @@ class _Prepared:
     """One page ready to upsert: the leases it holds and its rows (candidate, row, count)."""
 
     claimed_ids: list[str]
-    rows: list[tuple[_Candidate, dict[str, Any], int]]
+    #: (candidate, row, message count, encoded size in bytes)
+    rows: list[tuple[_Candidate, dict[str, Any], int, int]]
 
 
 class _Stopped(Exception):
@@ -239,6 +268,7 @@ class ConversationArchiver:
         self._mark = redis_client.register_script(_MARK_SCRIPT)
         self._release = redis_client.register_script(_RELEASE_SCRIPT)
         self._read_one = redis_client.register_script(_READ_SCRIPT)
+        self._renew = redis_client.register_script(_RENEW_SCRIPT)
         # Checked by the pass running in a worker thread; the asyncio side wakes on _wake.
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -341,8 +371,8 @@ class ConversationArchiver:
             while not self._stop.is_set():
                 began = time.monotonic()
                 try:
-                    report = await asyncio.to_thread(self.run_once)
-                    await asyncio.to_thread(self._flush_events)
+                    report = await self._in_thread(self.run_once)
+                    await self._in_thread(self._flush_events)
                     await asyncio.to_thread(self._beat, report)
                     failures = 0
                     logger.info("archive pass: %s", _summary(report))
@@ -357,6 +387,15 @@ class ConversationArchiver:
                         err,
                         delay,
                     )
+                except Exception:
+                    # Not an outage: a bug or an unexpected answer. Counted and logged with its
+                    # traceback, and the loop goes on (with backoff): conversations behind it
+                    # must still be archived before their TTL.
+                    failures += 1
+                    delay = self._backoff(failures)
+                    with contextlib.suppress(redis.RedisError):
+                        self._redis.hincrby(STATS_KEY, "pass_errors", 1)
+                    logger.exception("archive pass crashed; retrying in %.1fs", delay)
                 await self._sleep(delay)
         finally:
             await asyncio.to_thread(self._forget_beat)
@@ -368,6 +407,18 @@ class ConversationArchiver:
         return json.loads(raw) if raw else None
 
     # ------------------------------------------------------------------ internals
+
+    async def _in_thread(self, work: Callable[[], _T]) -> _T:
+        """Run blocking work in a thread; if the task is cancelled meanwhile, ask the work to
+        stop and give it ``shutdown_grace`` to finish or release its batch before re-raising."""
+        future = asyncio.ensure_future(asyncio.to_thread(work))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            self.stop()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(future, self.config.shutdown_grace.total_seconds())
+            raise
 
     def _backoff(self, failures: int) -> float:
         low = self.config.backoff_min.total_seconds()
@@ -477,6 +528,15 @@ class ConversationArchiver:
         won = pipe.execute()
         return [c for c, ok in zip(candidates, won, strict=True) if ok]
 
+    def _renew_leases(self, conversation_ids: Sequence[str]) -> None:
+        """Extend this archiver's leases: a page may have waited behind batches in flight."""
+        if conversation_ids:
+            lease_ms = int(self.config.lease.total_seconds() * 1000)
+            self._renew(
+                keys=[LEASE_PREFIX + cid for cid in conversation_ids],
+                args=[self.worker_id, lease_ms],
+            )
+
     def _release_leases(self, conversation_ids: Sequence[str]) -> None:
         if not conversation_ids:
             return
@@ -507,8 +567,8 @@ class ConversationArchiver:
                         report.failed[candidate.conversation_id] = "not found in Redis"
                     continue
                 try:
-                    row, issues = build_row(raw, max_field_bytes=self.config.max_field_bytes)
-                except ValidationError as err:
+                    row, issues, size = self._fitting_row(raw)
+                except (ValidationError, ValueError) as err:
                     self._dead_letter(candidate.conversation_id, str(err))
                     report.failed[candidate.conversation_id] = str(err)
                     continue
@@ -523,17 +583,39 @@ class ConversationArchiver:
                 if count <= archived_count and not force:
                     report.unchanged += 1
                     continue
-                prepared.rows.append((candidate, row, count))
+                prepared.rows.append((candidate, row, count, size))
         except BaseException:
             self._release_leases(prepared.claimed_ids)
             raise
         return prepared
+
+    def _fitting_row(self, raw: RawConversation) -> tuple[dict[str, Any], list[str], int]:
+        """Build the row, cutting long fields further until it fits in one request.
+
+        A conversation of many large messages can exceed the gateway's body limit even with
+        every field under ``max_field_bytes``; halving the field limit keeps every message
+        (truncated, with an issue) instead of failing the conversation. Raises ``ValueError``
+        when it cannot fit, or cannot be encoded as JSON at all.
+        """
+        limit = self.config.max_field_bytes
+        while True:
+            row, issues = build_row(raw, max_field_bytes=limit)
+            size = len(json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
+            if size <= self.config.batch_bytes:
+                return row, issues, size
+            if limit <= MIN_FIELD_BYTES:
+                raise ValueError(
+                    f"{size} bytes even with every field cut to {limit} bytes "
+                    f"(batch_bytes is {self.config.batch_bytes})"
+                )
+            limit = max(MIN_FIELD_BYTES, limit // 2)
 
     def _send(self, prepared: _Prepared) -> ArchiveReport:
         """Upsert a prepared page in byte-bounded batches, mark it, release its leases."""
         report = ArchiveReport()
         try:
             for batch in self._byte_batches(prepared.rows):
+                self._renew_leases([candidate.conversation_id for candidate, *_ in batch])
                 self._upsert(batch, report)
         finally:
             self._release_leases(prepared.claimed_ids)
@@ -584,7 +666,7 @@ class ConversationArchiver:
         """One SCAN over ``message:*`` for a whole page of legacy conversations."""
         if not legacy:
             return []
-        found: list[tuple[str, int, str]] = []
+        found: dict[str, tuple[str, int, str]] = {}  # by key: SCAN may return a key twice
         cursor = 0
         while True:
             cursor, keys = self._redis.scan(
@@ -594,9 +676,9 @@ class ConversationArchiver:
                 text = _s(key) or ""
                 cid, _, seq_text = text[len("message:") :].rpartition(":")
                 if cid in legacy and seq_text.isdigit():
-                    found.append((cid, int(seq_text), text))
+                    found[text] = (cid, int(seq_text), text)
             if cursor == 0:
-                return found
+                return list(found.values())
 
     def _read_messages(
         self, keys: Sequence[tuple[str, int, str]], raws: Mapping[str, RawConversation]
@@ -654,34 +736,35 @@ class ConversationArchiver:
             raws[cid].user_id = user
 
     def _byte_batches(
-        self, rows: Sequence[tuple[_Candidate, dict[str, Any], int]]
-    ) -> Iterator[list[tuple[_Candidate, dict[str, Any], int, bytes]]]:
-        batch: list[tuple[_Candidate, dict[str, Any], int, bytes]] = []
+        self, rows: Sequence[tuple[_Candidate, dict[str, Any], int, int]]
+    ) -> Iterator[list[tuple[_Candidate, dict[str, Any], int, int]]]:
+        """Group rows into requests bounded by ``batch_rows`` and ``batch_bytes``."""
+        batch: list[tuple[_Candidate, dict[str, Any], int, int]] = []
         size = 0
-        for candidate, row, count in rows:
-            encoded = json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
+        for item in rows:
             if batch and (
-                size + len(encoded) > self.config.batch_bytes
-                or len(batch) >= self.config.batch_rows
+                size + item[3] > self.config.batch_bytes or len(batch) >= self.config.batch_rows
             ):
                 yield batch
                 batch, size = [], 0
-            batch.append((candidate, row, count, encoded))
-            size += len(encoded)
+            batch.append(item)
+            size += item[3]
         if batch:
             yield batch
 
     def _upsert(
-        self, batch: list[tuple[_Candidate, dict[str, Any], int, bytes]], report: ArchiveReport
+        self, batch: list[tuple[_Candidate, dict[str, Any], int, int]], report: ArchiveReport
     ) -> None:
-        """Send one batch; on a 4xx bisect it so one bad conversation cannot block the rest."""
+        """Send one batch; when the database rejects its data, bisect it so one bad
+        conversation cannot block the rest. Any other error (outage, key, schema, closed
+        client) is not about the data: it ends the pass with nothing marked."""
         try:
             result = self._client.rpc(
                 "archive_conversations", {"conversations": [row for _, row, _, _ in batch]}
             )
-        except BackendUnavailableError:
-            raise
-        except IdentityError as err:
+        except (ValidationError, APIStatusError) as err:
+            if isinstance(err, APIStatusError) and err.status_code != 400:
+                raise
             if len(batch) == 1:
                 cid = batch[0][0].conversation_id
                 self._dead_letter(cid, f"rejected by the database: {err}")

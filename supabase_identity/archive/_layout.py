@@ -14,7 +14,8 @@ in one server-side script per call, two things the archiver uses to avoid scanni
 
     conversation:<id>.message_count   number of messages (seq 0 … n-1)
     identity:archive:due              sorted set: conversation id -> the epoch second its keys
-                                      expire (0 once ended), so "near expiry" is one ZRANGEBYSCORE
+                                      expire (0 once ended): the archiver walks this (ZSCAN)
+                                      instead of the whole keyspace
 
 Conversations written without these (by the existing service) are still archived: the archiver
 finds them with ``SCAN`` (cursor, never ``KEYS``).
@@ -28,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import redis
-from redis.typing import EncodableT, FieldT
 
 from .._validation import validate_user_id
 
@@ -45,6 +45,8 @@ __all__ = [
 
 #: Sorted set of conversation ids scored by expiry (epoch seconds); 0 means "ended, archive now".
 DUE_KEY: Final = "identity:archive:due"
+#: Workflow recorded when a session is created without one (the seed's default).
+DEFAULT_WORKFLOW: Final = "shopify_onboarding"
 #: Default lifetime of a conversation's keys, refreshed on every write (the agents service's TTL).
 DEFAULT_CONVERSATION_TTL: Final = timedelta(hours=24)
 
@@ -67,6 +69,10 @@ def message_key(conversation_id: str, seq: int) -> str:
 def merchant_key(shop_domain: str) -> str:
     """``merchant:<shop_domain>``: JSON string written at OAuth completion."""
     return f"merchant:{shop_domain}"
+
+
+def _flatten(fields: Mapping[str, str]) -> list[str]:
+    return [part for pair in fields.items() for part in pair]
 
 
 def _now_iso() -> str:
@@ -97,6 +103,44 @@ return seq
 """
 
 
+# Creates or resumes a conversation. KEYS: conversation, session, due index. ARGV: id, ttl,
+# expires_at, n, then n field/value pairs to set, then default pairs set only where absent.
+# Every key of the conversation, messages included, gets the same deadline.
+_CREATE_SCRIPT: Final = """
+local ttl = tonumber(ARGV[2])
+local n = tonumber(ARGV[4])
+local i = 5
+while i < 5 + 2 * n do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i < #ARGV do
+  redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('HSETNX', KEYS[1], 'id', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'message_count', 0)
+local count = tonumber(redis.call('HGET', KEYS[1], 'message_count')) or 0
+local prefix = 'message:' .. ARGV[1] .. ':'
+for seq = 0, count - 1 do
+  redis.call('EXPIRE', prefix .. seq, ttl)
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or '1') ~= 0 then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+end
+return count
+"""
+# Ends a conversation that still exists. KEYS: conversation, due index. ARGV: id, ended_at.
+_END_SCRIPT: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'ended_at', ARGV[2])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return 1
+"""
 # HSET the field/value pairs in ARGV on each key in KEYS that exists; returns how many existed.
 SET_IF_EXISTS_SCRIPT: Final = """
 local touched = 0
@@ -137,6 +181,8 @@ class ConversationStore:
         self._ttl = int(ttl.total_seconds())
         self._append = redis_client.register_script(_APPEND_SCRIPT)
         self._set_fields = redis_client.register_script(SET_IF_EXISTS_SCRIPT)
+        self._create = redis_client.register_script(_CREATE_SCRIPT)
+        self._end = redis_client.register_script(_END_SCRIPT)
 
     def _expires_at(self) -> int:
         return int(datetime.now(UTC).timestamp()) + self._ttl
@@ -147,35 +193,45 @@ class ConversationStore:
         *,
         user_id: str | None = None,
         merchant_id: str | None = None,
-        workflow_name: str = "shopify_onboarding",
+        workflow_name: str | None = None,
         started_at: datetime | None = None,
         extra: Mapping[str, str] | None = None,
     ) -> None:
-        """Create (or refresh) ``session:<id>`` and ``conversation:<id>`` with their user.
+        """Create (or resume) ``session:<id>`` and ``conversation:<id>`` with their user.
 
         This is the seed's ``create_session`` change: ``user_id`` and ``merchant_id`` are stored
-        on the session (empty strings when unknown, as the agents service writes them) so the
-        archiver can link the conversation without guessing.
+        on the session (empty strings until known, as the agents service writes them) so the
+        archiver can link the conversation without guessing. Resuming an existing conversation
+        overwrites only what is given (a known user is never blanked, ``started_at`` is kept)
+        and refreshes every key of it, messages included, to one deadline.
         """
+        given: dict[str, str] = {}
         if user_id is not None:
-            user_id = validate_user_id(user_id)
-        started = (started_at or datetime.now(UTC)).isoformat()
-        fields: dict[FieldT, EncodableT] = {
-            "user_id": user_id or "",
-            "merchant_id": merchant_id or "",
-            "workflow_name": workflow_name,
-            "started_at": started,
+            given["user_id"] = validate_user_id(user_id)
+        if merchant_id is not None:
+            given["merchant_id"] = merchant_id
+        if workflow_name is not None:
+            given["workflow_name"] = workflow_name
+        if started_at is not None:
+            given["started_at"] = started_at.isoformat()
+        given.update(extra or {})
+        defaults = {
+            "user_id": "",
+            "merchant_id": "",
+            "workflow_name": DEFAULT_WORKFLOW,
+            "started_at": datetime.now(UTC).isoformat(),
         }
-        fields.update(extra or {})
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(session_key(conversation_id), mapping=fields)
-        conversation_fields: dict[FieldT, EncodableT] = {"id": conversation_id, **fields}
-        pipe.hset(conversation_key(conversation_id), mapping=conversation_fields)
-        pipe.hsetnx(conversation_key(conversation_id), "message_count", 0)
-        pipe.expire(session_key(conversation_id), self._ttl)
-        pipe.expire(conversation_key(conversation_id), self._ttl)
-        pipe.zadd(DUE_KEY, {conversation_id: self._expires_at()})
-        pipe.execute()
+        self._create(
+            keys=[conversation_key(conversation_id), session_key(conversation_id), DUE_KEY],
+            args=[
+                conversation_id,
+                self._ttl,
+                self._expires_at(),
+                len(given),
+                *_flatten(given),
+                *_flatten(defaults),
+            ],
+        )
 
     def set_user(
         self, conversation_id: str, user_id: str, *, merchant_id: str | None = None
@@ -206,37 +262,47 @@ class ConversationStore:
             "content": content,
             "timestamp": (timestamp or datetime.now(UTC)).isoformat(),
         }
-        flat: list[str] = []
-        for name, value in fields.items():
-            flat += [name, value]
+        flat = _flatten(fields)
         seq = self._append(
             keys=[conversation_key(conversation_id), session_key(conversation_id), DUE_KEY],
             args=[conversation_id, self._ttl, self._expires_at(), *flat],
         )
         return int(seq)
 
-    def end_conversation(self, conversation_id: str, *, ended_at: datetime | None = None) -> None:
-        """Mark the conversation ended: the archiver picks it up on its next pass."""
+    def end_conversation(self, conversation_id: str, *, ended_at: datetime | None = None) -> bool:
+        """Mark the conversation ended: the archiver picks it up on its next pass.
+
+        Returns ``False`` (and writes nothing) when the conversation is no longer in Redis: an
+        ``ended_at`` on a vanished key would create a hash that never expires.
+        """
         ended = (ended_at or datetime.now(UTC)).isoformat()
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(conversation_key(conversation_id), "ended_at", ended)
-        pipe.zadd(DUE_KEY, {conversation_id: 0})
-        pipe.execute()
+        return bool(
+            self._end(
+                keys=[conversation_key(conversation_id), DUE_KEY], args=[conversation_id, ended]
+            )
+        )
 
     def remember_merchant(
         self, shop_domain: str, user_id: str, *, merchant_id: str | None = None
     ) -> None:
-        """Write ``merchant:<shop>`` with ``user_id``, keeping the other fields already there."""
+        """Write ``merchant:<shop>`` with ``user_id``, keeping the other fields already there.
+
+        A read-modify-write under WATCH: a concurrent writer of the same key (the auth service
+        storing a token) makes the transaction retry instead of losing either update.
+        """
         key = merchant_key(shop_domain)
-        self._redis.set(
-            key,
-            merchant_record(
-                self._redis.get(key),
-                shop_domain=shop_domain,
-                user_id=user_id,
-                merchant_id=merchant_id,
-            ),
-        )
+
+        def merge(pipe: redis.client.Pipeline) -> None:
+            current = pipe.get(key)
+            pipe.multi()
+            pipe.set(
+                key,
+                merchant_record(
+                    current, shop_domain=shop_domain, user_id=user_id, merchant_id=merchant_id
+                ),
+            )
+
+        self._redis.transaction(merge, key)
 
 
 def merchant_record(

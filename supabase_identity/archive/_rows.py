@@ -10,6 +10,7 @@ so nothing is dropped silently and nothing crashes the archiver's loop.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,8 +90,8 @@ def _clean_json(value: Any, issues: list[str], where: str, max_bytes: int) -> An
             )
             for key, item in value.items()
         }
-    if isinstance(value, float) and value != value:  # NaN is not JSON
-        issues.append(f"{where}: NaN replaced by null")
+    if isinstance(value, float) and not math.isfinite(value):  # NaN and ±Infinity are not JSON
+        issues.append(f"{where}: {value} replaced by null")
         return None
     return value
 

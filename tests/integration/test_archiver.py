@@ -418,3 +418,136 @@ def test_postgrest_down_mid_run_nothing_marked_without_its_row(
     assert stored() == total
     assert all(r.hget(conversation_key(cid), "archived_count") == b"3" for cid in ids)
     assert r.hlen(DEAD_LETTER_KEY) == 0
+
+
+class _RefusingClient:
+    """An identity client whose every RPC fails for a reason that is not about the data."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls = 0
+
+    def rpc(self, function: str, params: Any) -> Any:
+        self.calls += 1
+        raise self.error
+
+    def flush_events(self) -> Any:
+        return None
+
+
+def test_errors_that_are_not_about_the_data_end_the_pass_without_dead_letters(
+    r: redis.Redis,
+) -> None:
+    from supabase_identity import PermissionDeniedError
+
+    store = ConversationStore(r)
+    ids = [write_conversation(store, None, 1) for _ in range(8)]
+    refusing = _RefusingClient(PermissionDeniedError("permission denied", status_code=403))
+
+    with pytest.raises(PermissionDeniedError):
+        ConversationArchiver(refusing, r).run_once()
+
+    assert refusing.calls == 1  # no bisection: a rotated key is not a bad conversation
+    assert r.hlen(DEAD_LETTER_KEY) == 0
+    assert not any(r.hget(conversation_key(cid), "archived") for cid in ids)
+    assert list(r.scan_iter(match="identity:archive:lease:*")) == []
+
+
+def test_resuming_a_session_keeps_its_user_and_refreshes_its_messages(r: redis.Redis) -> None:
+    store = ConversationStore(r, ttl=timedelta(hours=1))
+    user = "usr_" + uuid.uuid4().hex[:20]
+    cid = str(uuid.uuid4())
+    store.create_session(cid, user_id=user, workflow_name="w1")
+    store.append_message(cid, sender="user", content="hi")
+    r.expire(message_key(cid, 0), 10)  # as if written long ago
+    started = r.hget(session_key(cid), "started_at")
+
+    ConversationStore(r, ttl=timedelta(hours=2)).create_session(cid)  # the user comes back
+
+    assert r.hget(session_key(cid), "user_id") == user.encode()
+    assert r.hget(session_key(cid), "workflow_name") == b"w1"
+    assert r.hget(session_key(cid), "started_at") == started
+    assert r.ttl(message_key(cid, 0)) > 3600  # the old message lives as long as the rest
+    assert r.hget(conversation_key(cid), "message_count") == b"1"
+
+
+def test_ending_a_vanished_conversation_creates_nothing(r: redis.Redis) -> None:
+    gone = str(uuid.uuid4())
+    assert ConversationStore(r).end_conversation(gone) is False
+    assert r.exists(conversation_key(gone)) == 0
+    assert r.zscore(DUE_KEY, gone) is None
+
+
+def test_conversation_larger_than_a_request_is_archived_truncated(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(r)
+    cid = write_conversation(store, user_id, 0, end=False)
+    for i in range(40):  # 40 x 200 KB: every field under the limit, the whole over 4 MiB
+        store.append_message(cid, sender="user", content=f"{i:03d}" + "z" * 200_000)
+    store.end_conversation(cid)
+
+    report = ConversationArchiver(client, r).run_once()
+
+    assert report.archived == 1 and not report.failed, report
+    stored = row(db, cid)
+    assert stored is not None and stored["message_count"] == 40
+    assert [m["content"][:3] for m in stored["messages"]] == [f"{i:03d}" for i in range(40)]
+    assert any("truncated" in issue for issue in stored["metadata"]["archive"]["issues"])
+
+
+def test_a_stale_copy_of_a_linked_conversation_is_not_taken_for_unlinked(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(r)
+    cid = write_conversation(store, user_id, 3)
+    assert ConversationArchiver(client, r).run_once().archived == 1
+    # A shorter copy (a message key gone) whose session lost the user, archived again.
+    r.hset(session_key(cid), "user_id", "")
+    r.hset(conversation_key(cid), "user_id", "")
+    r.hset(conversation_key(cid), "message_count", 2)
+    r.hdel(conversation_key(cid), "archived_count")
+
+    report = ConversationArchiver(client, r).run_once()
+
+    assert report.unchanged == 1 and report.unlinked == 0
+    assert not r.hexists(UNLINKED_KEY, cid)
+    stored = row(db, cid)
+    assert stored is not None and stored["message_count"] == 3 and stored["user_id"] == user_id
+
+
+def test_cancelling_run_forever_stops_the_pass_and_releases_its_leases(
+    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(r)
+    total = 1000
+    for _ in range(total):
+        write_conversation(store, user_id, 1)
+    archiver = ConversationArchiver(client, r, config=ArchiverConfig(batch_rows=5))
+
+    def stored() -> int:
+        found = db.execute(
+            "select count(*) from identity.conversations where user_id = %s", (user_id,)
+        ).fetchone()
+        return int(found[0]) if found else 0
+
+    async def cancel_mid_pass() -> None:
+        task = asyncio.create_task(archiver.run_forever())
+        while stored() == 0:  # noqa: ASYNC110 - polls Postgres: no event to await
+            await asyncio.sleep(0.002)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_mid_pass())
+
+    done = stored()
+    assert 0 < done < total, "the pass must stop early, not run to the end"
+    assert list(r.scan_iter(match="identity:archive:lease:*")) == []
+    marked = sum(
+        1 for key in r.scan_iter(match="conversation:*") if r.hget(key, "archived") == b"true"
+    )
+    assert marked <= done  # nothing is marked without its row

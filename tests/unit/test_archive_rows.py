@@ -150,3 +150,18 @@ def test_parse_timestamp(value: str | None, expected: datetime | None) -> None:
 )
 def test_shop_from_merchant(merchant: str | None, shop: str | None) -> None:
     assert shop_from_merchant(merchant) == shop
+
+
+def test_non_finite_numbers_in_json_messages_become_null() -> None:
+    row, issues = build_row(raw([(0, '{"content": "x", "score": 1e999, "low": -1e999}')]))
+    assert row["messages"][0]["score"] is None and row["messages"][0]["low"] is None
+    json.dumps(row, allow_nan=False)  # what the client sends: must not raise
+    assert any("inf replaced by null" in i for i in issues)
+
+
+@pytest.mark.parametrize("rows", [0, 1001])
+def test_batch_rows_is_bounded_by_postgrest_max_rows(rows: int) -> None:
+    from supabase_identity import ArchiverConfig, ValidationError
+
+    with pytest.raises(ValidationError, match="batch_rows"):
+        ArchiverConfig(batch_rows=rows)
