@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import email.utils
 import json
 import logging
@@ -372,7 +373,11 @@ class BaseIdentityClient:
         return self._spec("conversations", query)
 
     def _spec_rpc(
-        self, rest: RestClient, function: str, params: Mapping[str, Any] | None
+        self,
+        rest: RestClient,
+        function: str,
+        params: Mapping[str, Any] | None,
+        encoded: bytes | None = None,
     ) -> RequestSpec:
         if not isinstance(function, str) or not re.fullmatch(RPC_NAME_PATTERN, function):
             raise ValidationError(
@@ -380,7 +385,10 @@ class BaseIdentityClient:
                 field="function",
                 rule="identifier",
             )
-        return self._spec(f"rpc/{function}", rest.rpc(function, dict(params or {})))
+        spec = self._spec(f"rpc/{function}", rest.rpc(function, dict(params or {})))
+        # A caller that already serialized the body (the archiver measures every row's size
+        # to bound its batches) sends those bytes: the same JSON is not encoded twice.
+        return spec if encoded is None else dataclasses.replace(spec, body=encoded)
 
     def _spec_events_page(
         self, rest: RestClient, user_id: str, limit: int, after: tuple[str, str] | None

@@ -631,14 +631,16 @@ class IdentityClient(_ClientCommon):
         function: str,
         params: Mapping[str, Any] | None = None,
         *,
+        encoded: bytes | None = None,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Any:
         """Call ``identity.<function>`` with the client's retries; return the decoded JSON.
 
         For package internals (the archiver) and operators. Retried like every call here, so
-        only call functions that are idempotent.
+        only call functions that are idempotent. ``encoded``: the JSON body, already
+        serialized, sent instead of ``params``.
         """
-        spec = self._spec_rpc(self._rest, function, params)
+        spec = self._spec_rpc(self._rest, function, params, encoded)
         return self._json(spec, self._request(spec, timeout=timeout))
 
     def health(self) -> dict[str, Any]:
@@ -1085,10 +1087,11 @@ class AsyncIdentityClient(_ClientCommon):
         function: str,
         params: Mapping[str, Any] | None = None,
         *,
+        encoded: bytes | None = None,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,  # noqa: ASYNC109 - httpx timeout
     ) -> Any:
         """Call ``identity.<function>`` with retries; see :meth:`IdentityClient.rpc`."""
-        spec = self._spec_rpc(self._rest, function, params)
+        spec = self._spec_rpc(self._rest, function, params, encoded)
         return self._json(spec, await self._request(spec, timeout=timeout))
 
     async def health(self) -> dict[str, Any]:

@@ -118,7 +118,9 @@ return 0
 class RpcCaller(Protocol):
     """What the archiver needs from an identity client: one PostgREST RPC call with retries."""
 
-    def rpc(self, function: str, params: Mapping[str, Any]) -> Any: ...
+    def rpc(
+        self, function: str, params: Mapping[str, Any], *, encoded: bytes | None = None
+    ) -> Any: ...
 
     def flush_events(self) -> Any: ...
 
@@ -217,8 +219,8 @@ class _Prepared:
     """One page ready to upsert: the leases it holds and its rows (candidate, row, count)."""
 
     claimed_ids: list[str]
-    #: (candidate, row, message count, encoded size in bytes)
-    rows: list[tuple[_Candidate, dict[str, Any], int, int]]
+    #: (candidate, row, message count, the row as JSON)
+    rows: list[tuple[_Candidate, dict[str, Any], int, bytes]]
 
 
 class _Stopped(Exception):
@@ -567,7 +569,7 @@ class ConversationArchiver:
                         report.failed[candidate.conversation_id] = "not found in Redis"
                     continue
                 try:
-                    row, issues, size = self._fitting_row(raw)
+                    row, issues, encoded = self._fitting_row(raw)
                 except (ValidationError, ValueError) as err:
                     self._dead_letter(candidate.conversation_id, str(err))
                     report.failed[candidate.conversation_id] = str(err)
@@ -583,13 +585,13 @@ class ConversationArchiver:
                 if count <= archived_count and not force:
                     report.unchanged += 1
                     continue
-                prepared.rows.append((candidate, row, count, size))
+                prepared.rows.append((candidate, row, count, encoded))
         except BaseException:
             self._release_leases(prepared.claimed_ids)
             raise
         return prepared
 
-    def _fitting_row(self, raw: RawConversation) -> tuple[dict[str, Any], list[str], int]:
+    def _fitting_row(self, raw: RawConversation) -> tuple[dict[str, Any], list[str], bytes]:
         """Build the row, cutting long fields further until it fits in one request.
 
         A conversation of many large messages can exceed the gateway's body limit even with
@@ -600,9 +602,12 @@ class ConversationArchiver:
         limit = self.config.max_field_bytes
         while True:
             row, issues = build_row(raw, max_field_bytes=limit)
-            size = len(json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
+            encoded = json.dumps(
+                row, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+            size = len(encoded)
             if size <= self.config.batch_bytes:
-                return row, issues, size
+                return row, issues, encoded
             if limit <= MIN_FIELD_BYTES:
                 raise ValueError(
                     f"{size} bytes even with every field cut to {limit} bytes "
@@ -736,32 +741,32 @@ class ConversationArchiver:
             raws[cid].user_id = user
 
     def _byte_batches(
-        self, rows: Sequence[tuple[_Candidate, dict[str, Any], int, int]]
-    ) -> Iterator[list[tuple[_Candidate, dict[str, Any], int, int]]]:
+        self, rows: Sequence[tuple[_Candidate, dict[str, Any], int, bytes]]
+    ) -> Iterator[list[tuple[_Candidate, dict[str, Any], int, bytes]]]:
         """Group rows into requests bounded by ``batch_rows`` and ``batch_bytes``."""
-        batch: list[tuple[_Candidate, dict[str, Any], int, int]] = []
+        batch: list[tuple[_Candidate, dict[str, Any], int, bytes]] = []
         size = 0
         for item in rows:
             if batch and (
-                size + item[3] > self.config.batch_bytes or len(batch) >= self.config.batch_rows
+                size + len(item[3]) > self.config.batch_bytes
+                or len(batch) >= self.config.batch_rows
             ):
                 yield batch
                 batch, size = [], 0
             batch.append(item)
-            size += item[3]
+            size += len(item[3])
         if batch:
             yield batch
 
     def _upsert(
-        self, batch: list[tuple[_Candidate, dict[str, Any], int, int]], report: ArchiveReport
+        self, batch: list[tuple[_Candidate, dict[str, Any], int, bytes]], report: ArchiveReport
     ) -> None:
         """Send one batch; when the database rejects its data, bisect it so one bad
         conversation cannot block the rest. Any other error (outage, key, schema, closed
         client) is not about the data: it ends the pass with nothing marked."""
         try:
-            result = self._client.rpc(
-                "archive_conversations", {"conversations": [row for _, row, _, _ in batch]}
-            )
+            body = b'{"conversations":[' + b",".join(item[3] for item in batch) + b"]}"
+            result = self._client.rpc("archive_conversations", {}, encoded=body)
         except (ValidationError, APIStatusError) as err:
             if isinstance(err, APIStatusError) and err.status_code != 400:
                 raise

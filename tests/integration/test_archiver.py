@@ -427,7 +427,7 @@ class _RefusingClient:
         self.error = error
         self.calls = 0
 
-    def rpc(self, function: str, params: Any) -> Any:
+    def rpc(self, function: str, params: Any, *, encoded: bytes | None = None) -> Any:
         self.calls += 1
         raise self.error
 

@@ -319,3 +319,15 @@ async def test_async_client_sends_the_same_shapes(
     assert page.total == 1
     assert profile.calls.last.request.headers["apikey"] == ANON_KEY
     assert got.user_id == USER_ID
+
+
+def test_rpc_sends_an_already_encoded_body_verbatim(
+    client: IdentityClient, api: respx.MockRouter
+) -> None:
+    route = api.post("/rpc/archive_conversations").respond(200, json=[])
+    body = b'{"conversations":[{"id":"x"}]}'
+    assert client.rpc("archive_conversations", {"ignored": True}, encoded=body) == []
+    request = route.calls.last.request
+    assert request.content == body
+    assert request.headers["content-type"] == "application/json"
+    _profile_headers(request)
