@@ -93,6 +93,15 @@ def row(db: psycopg.Connection[Any], conversation_id: str) -> dict[str, Any] | N
     return dict(zip(names, found, strict=True))
 
 
+def count_rows(db: psycopg.Connection[Any], user_id: str) -> int:
+    """How many archived conversations the user has in Postgres."""
+    found = db.execute(
+        "select count(*) from identity.conversations where user_id = %s", (user_id,)
+    ).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
 def write_conversation(
     store: ConversationStore, user_id: str | None, messages: int, *, end: bool = True
 ) -> str:
@@ -372,11 +381,7 @@ def test_postgrest_down_mid_run_nothing_marked_without_its_row(
     )
 
     def stored() -> int:
-        found = db.execute(
-            "select count(*) from identity.conversations where user_id = %s", (user_id,)
-        ).fetchone()
-        assert found is not None
-        return int(found[0])
+        return count_rows(db, user_id)
 
     def marked_without_row() -> list[str]:
         marked = [cid for cid in ids if r.hget(conversation_key(cid), "archived") == b"true"]
@@ -529,10 +534,7 @@ def test_cancelling_run_forever_stops_the_pass_and_releases_its_leases(
     archiver = ConversationArchiver(client, r, config=ArchiverConfig(batch_rows=5))
 
     def stored() -> int:
-        found = db.execute(
-            "select count(*) from identity.conversations where user_id = %s", (user_id,)
-        ).fetchone()
-        return int(found[0]) if found else 0
+        return count_rows(db, user_id)
 
     async def cancel_mid_pass() -> None:
         task = asyncio.create_task(archiver.run_forever())
