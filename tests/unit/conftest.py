@@ -6,14 +6,18 @@ Retry sleeps are replaced by a recorder, so tests run instantly *and* can assert
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 import respx
 
-from supabase_identity import AsyncIdentityClient, IdentityClient, MemoryOutbox
+from supabase_identity import AsyncIdentityClient, IdentityClient, MemoryOutbox, OutboxEvent
 
 BASE_URL = "http://127.0.0.1:54321"
 REST = f"{BASE_URL}/rest/v1"
@@ -115,3 +119,20 @@ async def aclient(
         yield c
     finally:
         await c.close()
+
+
+def make_event(n: int = 0, user_id: str = USER_ID) -> OutboxEvent:
+    """An outbox event for ``user_id``; ``n`` makes its type and data distinct."""
+    return OutboxEvent(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        event_type=f"e{n}",
+        event_data={"n": n},
+        created_at=datetime.now(UTC),
+    )
+
+
+def record_events_answer(request: httpx.Request, status: str = "inserted") -> httpx.Response:
+    """What ``rpc/record_events`` answers: ``status`` for every event in the request."""
+    events = json.loads(request.content)["events"]
+    return httpx.Response(200, json=[{"id": e["id"], "status": status} for e in events])

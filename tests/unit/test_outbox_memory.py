@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,34 +16,17 @@ from supabase_identity import (
     AsyncIdentityClient,
     IdentityClient,
     MemoryOutbox,
-    OutboxEvent,
     ValidationError,
 )
 
-from .conftest import OTHER_USER_ID, USER_ID, make_client
-
-
-def _event(n: int = 0) -> OutboxEvent:
-    return OutboxEvent(
-        id=uuid.uuid4(),
-        user_id=USER_ID,
-        event_type=f"e{n}",
-        event_data={"n": n},
-        created_at=datetime.now(UTC),
-    )
-
-
-def _statuses(request: httpx.Request, status: str = "inserted") -> httpx.Response:
-    events = json.loads(request.content)["events"]
-    return httpx.Response(200, json=[{"id": e["id"], "status": status} for e in events])
-
+from .conftest import OTHER_USER_ID, USER_ID, make_client, make_event, record_events_answer
 
 # --- MemoryOutbox directly ---------------------------------------------------------------
 
 
 def test_claim_ack_release_keep_order() -> None:
     box = MemoryOutbox(max_events=10)
-    events = [_event(i) for i in range(5)]
+    events = [make_event(i) for i in range(5)]
     box.push(events)
     assert box.try_lock()
     batch = box.claim(3)
@@ -61,7 +43,7 @@ def test_claim_ack_release_keep_order() -> None:
 
 def test_claim_returns_the_unfinished_batch_first() -> None:
     box = MemoryOutbox()
-    events = [_event(i) for i in range(4)]
+    events = [make_event(i) for i in range(4)]
     box.push(events)
     first = box.claim(2)
     assert box.claim(2) == first, "an unacknowledged batch is handed out again, not skipped"
@@ -80,7 +62,7 @@ def test_full_buffer_keeps_newest_counts_and_logs_each_drop(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     box = MemoryOutbox(max_events=3)
-    events = [_event(i) for i in range(5)]
+    events = [make_event(i) for i in range(5)]
     with caplog.at_level(logging.WARNING, logger="supabase_identity"):
         box.push(events[:2])
         box.push(events[2:])
@@ -113,7 +95,7 @@ def test_backend_down_event_is_queued_without_raising_then_flushed_once(
     assert route.call_count == 2, "one immediate attempt per event, no retries in the caller"
     assert outbox.pending_count() == 2
 
-    route.mock(side_effect=_statuses)
+    route.mock(side_effect=record_events_answer)
     result = client.flush_events()
 
     assert (result.delivered, result.duplicates, result.remaining) == (2, 0, 0)
@@ -133,15 +115,15 @@ def test_flush_with_backend_still_down_keeps_everything(
     assert result.delivered == 0
     assert result.error is not None and "503" in result.error
     assert outbox.pending_count() == 1
-    api.post("/rpc/record_events").mock(side_effect=_statuses)
+    api.post("/rpc/record_events").mock(side_effect=record_events_answer)
     assert client.flush_events().delivered == 1
 
 
 def test_duplicates_are_counted_not_redelivered(
     client: IdentityClient, api: respx.MockRouter, outbox: MemoryOutbox
 ) -> None:
-    outbox.push([_event(1), _event(2)])
-    api.post("/rpc/record_events").mock(side_effect=lambda r: _statuses(r, "duplicate"))
+    outbox.push([make_event(1), make_event(2)])
+    api.post("/rpc/record_events").mock(side_effect=lambda r: record_events_answer(r, "duplicate"))
     result = client.flush_events()
     assert (result.delivered, result.duplicates, result.remaining) == (0, 2, 0)
 
@@ -152,7 +134,9 @@ def test_unknown_user_is_dead_lettered_not_retried(
     outbox: MemoryOutbox,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    route = api.post("/rpc/record_events").mock(side_effect=lambda r: _statuses(r, "unknown_user"))
+    route = api.post("/rpc/record_events").mock(
+        side_effect=lambda r: record_events_answer(r, "unknown_user")
+    )
     with caplog.at_level(logging.WARNING, logger="supabase_identity"):
         client.log_user_event(OTHER_USER_ID, "login", {})
     assert route.call_count == 1
@@ -168,14 +152,14 @@ def test_unknown_user_is_dead_lettered_not_retried(
 def test_rejected_event_is_isolated_by_bisection(
     client: IdentityClient, api: respx.MockRouter, outbox: MemoryOutbox
 ) -> None:
-    events = [_event(i) for i in range(8)]
+    events = [make_event(i) for i in range(8)]
     poison = events[5].id
 
     def answer(request: httpx.Request) -> httpx.Response:
         batch = json.loads(request.content)["events"]
         if any(e["id"] == str(poison) for e in batch):
             return httpx.Response(400, json={"code": "22P02", "message": "invalid input"})
-        return _statuses(request)
+        return record_events_answer(request)
 
     outbox.push(events)
     api.post("/rpc/record_events").mock(side_effect=answer)
@@ -191,8 +175,8 @@ def test_flush_sends_batches_of_at_most_500(
     client: IdentityClient, api: respx.MockRouter, empty_env_dir: Path
 ) -> None:
     big = MemoryOutbox(max_events=2000)
-    big.push([_event(i) for i in range(1201)])
-    route = api.post("/rpc/record_events").mock(side_effect=_statuses)
+    big.push([make_event(i) for i in range(1201)])
+    route = api.post("/rpc/record_events").mock(side_effect=record_events_answer)
     with make_client(empty_env_dir, outbox=big) as c:
         result = c.flush_events()
     sizes = [len(json.loads(call.request.content)["events"]) for call in route.calls]
@@ -217,7 +201,7 @@ def test_invalid_arguments_raise_before_any_request(
 
 
 def test_occurred_at_is_sent_as_created_at(client: IdentityClient, api: respx.MockRouter) -> None:
-    route = api.post("/rpc/record_events").mock(side_effect=_statuses)
+    route = api.post("/rpc/record_events").mock(side_effect=record_events_answer)
     when = datetime(2025, 5, 6, 7, 8, 9, tzinfo=UTC)
     client.log_user_event(USER_ID, "login", {}, occurred_at=when)
     (event,) = json.loads(route.calls.last.request.content)["events"]
@@ -242,7 +226,7 @@ async def test_async_client_queues_and_flushes(
     route = api.post("/rpc/record_events").mock(side_effect=httpx.ConnectError("down"))
     await aclient.log_user_event(USER_ID, "login", {"a": 1})
     assert outbox.pending_count() == 1
-    route.mock(side_effect=_statuses)
+    route.mock(side_effect=record_events_answer)
     result = await aclient.flush_events()
     assert (result.delivered, result.remaining) == (1, 0)
     stats = await aclient.outbox_stats()
@@ -259,8 +243,7 @@ async def test_async_log_user_event_keeps_the_event_when_its_task_is_cancelled(
         if not started.is_set():  # the first delivery hangs; later ones (close()) succeed
             started.set()
             await asyncio.sleep(30)
-        ids = [e["id"] for e in json.loads(request.content)["events"]]
-        return httpx.Response(200, json=[{"id": i, "status": "inserted"} for i in ids])
+        return record_events_answer(request)
 
     api.post("/rpc/record_events").mock(side_effect=hang)
     task = asyncio.create_task(aclient.log_user_event(USER_ID, "page_view", {"n": 1}))

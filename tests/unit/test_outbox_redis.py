@@ -6,9 +6,7 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,26 +15,11 @@ import redis
 import redis.asyncio
 import respx
 
-from supabase_identity import AsyncRedisOutbox, OutboxEvent, RedisOutbox
+from supabase_identity import AsyncRedisOutbox, RedisOutbox
 
-from .conftest import USER_ID, make_async_client, make_client
+from .conftest import USER_ID, make_async_client, make_client, make_event, record_events_answer
 
 PREFIX = "test:outbox"
-
-
-def _event(n: int = 0) -> OutboxEvent:
-    return OutboxEvent(
-        id=uuid.uuid4(),
-        user_id=USER_ID,
-        event_type=f"e{n}",
-        event_data={"n": n},
-        created_at=datetime.now(UTC),
-    )
-
-
-def _statuses(request: httpx.Request, status: str = "inserted") -> httpx.Response:
-    events = json.loads(request.content)["events"]
-    return httpx.Response(200, json=[{"id": e["id"], "status": status} for e in events])
 
 
 def _ids(r: redis.Redis, key: str) -> list[str]:
@@ -45,7 +28,7 @@ def _ids(r: redis.Redis, key: str) -> list[str]:
 
 def test_claim_moves_atomically_and_ack_deletes(redis_client: redis.Redis) -> None:
     box = RedisOutbox(redis_client, key_prefix=PREFIX)
-    events = [_event(i) for i in range(5)]
+    events = [make_event(i) for i in range(5)]
     box.push(events)
     assert box.try_lock()
 
@@ -64,7 +47,7 @@ def test_claim_moves_atomically_and_ack_deletes(redis_client: redis.Redis) -> No
 
 def test_release_puts_the_batch_back_at_the_head_in_order(redis_client: redis.Redis) -> None:
     box = RedisOutbox(redis_client, key_prefix=PREFIX)
-    events = [_event(i) for i in range(4)]
+    events = [make_event(i) for i in range(4)]
     box.push(events)
     assert box.try_lock()
     box.claim(2)
@@ -87,7 +70,7 @@ def test_crashed_flusher_batch_is_redelivered_first_and_nothing_is_lost(
     redis_client: redis.Redis,
 ) -> None:
     crashed = RedisOutbox(redis_client, key_prefix=PREFIX, lock_ttl_ms=100)
-    events = [_event(i) for i in range(5)]
+    events = [make_event(i) for i in range(5)]
     crashed.push(events)
     assert crashed.try_lock()
     in_flight = crashed.claim(2)
@@ -106,7 +89,7 @@ def test_crashed_flusher_batch_is_redelivered_first_and_nothing_is_lost(
 
 def test_a_flusher_that_lost_its_lock_cannot_ack_or_claim(redis_client: redis.Redis) -> None:
     slow = RedisOutbox(redis_client, key_prefix=PREFIX, lock_ttl_ms=100)
-    slow.push([_event(1)])
+    slow.push([make_event(1)])
     assert slow.try_lock()
     slow.claim(10)
     time.sleep(0.2)
@@ -133,7 +116,7 @@ def test_client_queues_in_redis_and_flush_delivers_exactly_once(
         (stored,) = [json.loads(r) for r in redis_client.lrange(PREFIX, 0, 0)]
         assert stored["event_data"] == {"n": 1}
 
-        route.mock(side_effect=_statuses)
+        route.mock(side_effect=record_events_answer)
         result = c.flush_events()
 
         assert (result.delivered, result.remaining) == (2, 0)
@@ -148,8 +131,10 @@ def test_unknown_user_goes_to_the_redis_dead_letter_list(
     redis_client: redis.Redis, api: respx.MockRouter, empty_env_dir: Path
 ) -> None:
     box = RedisOutbox(redis_client, key_prefix=PREFIX)
-    box.push([_event(1), _event(2)])
-    api.post("/rpc/record_events").mock(side_effect=lambda r: _statuses(r, "unknown_user"))
+    box.push([make_event(1), make_event(2)])
+    api.post("/rpc/record_events").mock(
+        side_effect=lambda r: record_events_answer(r, "unknown_user")
+    )
     with make_client(empty_env_dir, outbox=box) as c:
         result = c.flush_events()
         assert (result.dead_lettered, result.remaining) == (2, 0)
@@ -163,8 +148,8 @@ def test_unparseable_entries_are_dead_lettered_and_do_not_block(
 ) -> None:
     box = RedisOutbox(redis_client, key_prefix=PREFIX)
     redis_client.rpush(PREFIX, "{not json")
-    box.push([_event(1)])
-    api.post("/rpc/record_events").mock(side_effect=_statuses)
+    box.push([make_event(1)])
+    api.post("/rpc/record_events").mock(side_effect=record_events_answer)
     with make_client(empty_env_dir, outbox=box) as c:
         result = c.flush_events()
     assert (result.delivered, result.remaining) == (1, 0)
@@ -175,7 +160,7 @@ def test_unparseable_entries_are_dead_lettered_and_do_not_block(
 def test_two_concurrent_flushers_deliver_each_event_once(
     redis_client: redis.Redis, api: respx.MockRouter, empty_env_dir: Path, sleeps: object
 ) -> None:
-    RedisOutbox(redis_client, key_prefix=PREFIX).push([_event(i) for i in range(1200)])
+    RedisOutbox(redis_client, key_prefix=PREFIX).push([make_event(i) for i in range(1200)])
     seen: list[str] = []
     lock = threading.Lock()
 
@@ -183,7 +168,7 @@ def test_two_concurrent_flushers_deliver_each_event_once(
         with lock:
             seen.extend(e["id"] for e in json.loads(request.content)["events"])
         time.sleep(0.01)
-        return _statuses(request)
+        return record_events_answer(request)
 
     api.post("/rpc/record_events").mock(side_effect=answer)
     clients = [
@@ -215,7 +200,7 @@ def test_redis_down_falls_back_to_memory_without_raising(
         assert time.monotonic() - started < 2, "a dead Redis must fail fast"
         assert "Redis outbox unavailable" in caplog.text
         assert c._fallback.pending_count() == 1
-        route.mock(side_effect=_statuses)
+        route.mock(side_effect=record_events_answer)
         result = c.flush_events()
         assert result.delivered == 1, "events buffered in memory are delivered by flush"
         assert result.error is not None and "Redis" in result.error
