@@ -257,6 +257,93 @@ def test_unknown_sb_key_is_401(
     assert gw_svc.get("users", shop_domain=f"eq.{shop}") == []
 
 
+def _case_variants(key: str) -> list[str]:
+    """Near misses of a key: other letter case, one character more or less."""
+    return [key.swapcase(), key.upper(), key.lower(), key + "x", key[:-1]]
+
+
+@pytest.mark.parametrize(
+    "key_name", ["anon_key", "service_role_key", "publishable_key", "secret_key"]
+)
+def test_apikey_is_compared_exactly(
+    gw_client: httpx.Client, gw_env: GatewayEnv, gw_svc: Service, key_name: str
+) -> None:
+    # Kong's key-auth compares keys byte for byte; nginx's `map` ignores case unless told not to.
+    key = getattr(gw_env, key_name)
+    shop = new_shop()
+    for variant in _case_variants(key):
+        if variant == key:
+            continue
+        response = gw_client.get("users", headers=gw_headers(variant))
+        assert response.status_code == 401, (variant[:12], response.text)
+        assert response.json() == {"message": "Invalid API key"}
+        response = gw_client.post(
+            "rpc/get_or_create_user", headers=gw_headers(variant), json={"shop_domain": shop}
+        )
+        assert response.status_code == 401, response.text
+    assert gw_svc.get("users", shop_domain=f"eq.{shop}") == []
+
+
+def _ids_filter_url(length: int) -> str:
+    """A ``users`` query whose path and query string are ``length`` bytes long."""
+    base = "/rest/v1/users?select=id&id=in.("
+    ids: list[str] = []
+    while len(base) + len(",".join(ids)) + 1 + 29 <= length:
+        ids.append(new_user_id())
+    url = base + ",".join(ids) + ")"
+    pad = length - len(url)
+    assert pad >= 0
+    # Pad with a harmless extra filter value so the length is exact.
+    return url + "&shop_domain=neq." + "x" * max(pad - len("&shop_domain=neq."), 1)
+
+
+@pytest.mark.parametrize("length", [4_500, 6_000, 8_000])
+def test_urls_up_to_8_kib_are_served(
+    gw_env: GatewayEnv, gw_client: httpx.Client, gw_svc: Service, length: int
+) -> None:
+    # PostgREST echoes the query in Content-Location: the gateway must have room for it.
+    user_id = gw_svc.create_user()
+    url = _ids_filter_url(length).replace("in.(", f"in.({user_id},", 1)
+    response = gw_client.get(
+        gw_env.url.rstrip("/") + url, headers=gw_headers(gw_env.service_role_key)
+    )
+    assert response.status_code == 200, response.text[:200]
+    assert response.json() == [{"id": user_id}]
+
+
+def test_url_over_the_limit_is_414_not_502(gw_env: GatewayEnv, gw_client: httpx.Client) -> None:
+    # A clear refusal that no client retries, as Supabase's gateway gives, never a 502.
+    url = _ids_filter_url(9_000)
+    response = gw_client.get(
+        gw_env.url.rstrip("/") + url, headers=gw_headers(gw_env.service_role_key)
+    )
+    assert response.status_code == 414
+
+
+def test_unread_request_bodies_never_break_the_next_request(
+    gw_client: httpx.Client, gw_env: GatewayEnv, gw_mint_token: GwMintToken
+) -> None:
+    # PostgREST answers a rejected token without reading the body, then drops the connection;
+    # the requests after it (POSTs, which nginx never retries) must not land on that connection.
+    expired = gw_mint_token(role="service_role", expires_in=-60)
+    body = b'{"events": []}' + b" " * 10_000  # past Warp's 8 KiB drain, within socket buffers
+    for _ in range(50):
+        refused = gw_client.post(
+            "rpc/record_events",
+            headers={**gw_headers(gw_env.secret_key, expired), "Content-Type": "application/json"},
+            content=body,
+        )
+        assert refused.status_code == 401, refused.text
+        [row] = ok_json(
+            gw_client.post(
+                "rpc/get_or_create_user",
+                headers=gw_headers(gw_env.secret_key),
+                json={"shop_domain": new_shop()},
+            )
+        )
+        assert row["is_new"] is True
+
+
 @pytest.mark.parametrize("role", ["service_role", "authenticated"])
 def test_expired_token_is_401(
     gw_client: httpx.Client, gw_env: GatewayEnv, gw_mint_token: GwMintToken, role: str
@@ -354,6 +441,11 @@ def test_body_over_gateway_limit_is_413(gw_client: httpx.Client, gw_env: Gateway
         content=b'{"events": []}' + padding,
     )
     assert response.status_code == 413
+    # The refusal leaves the gateway healthy: the next request on the same client is served.
+    after = gw_client.post(
+        "rpc/record_events", headers=gw_headers(gw_env.secret_key), json={"events": []}
+    )
+    assert after.status_code == 200, after.text
 
 
 def test_body_under_gateway_limit_passes(gw_client: httpx.Client, gw_env: GatewayEnv) -> None:

@@ -19,12 +19,15 @@ import pytest
 
 pytestmark = pytest.mark.integration
 STACK = Path(__file__).resolve().parents[2] / "scripts" / "stack"
+# Below Linux's ephemeral range (32768-60999); STACK_TEST_PORT_BASE moves them, so checkouts
+# that run their tests at the same time do not collide.
+_BASE = int(os.environ.get("STACK_TEST_PORT_BASE", "25300"))
 PORTS = {
-    "STACK_DB_PORT": "25322",
-    "STACK_API_PORT": "25321",
-    "STACK_POSTGREST_PORT": "25330",
-    "STACK_POSTGREST_ADMIN_PORT": "25331",
-    "STACK_REDIS_PORT": "25379",
+    "STACK_DB_PORT": str(_BASE + 22),
+    "STACK_API_PORT": str(_BASE + 21),
+    "STACK_POSTGREST_PORT": str(_BASE + 30),
+    "STACK_POSTGREST_ADMIN_PORT": str(_BASE + 31),
+    "STACK_REDIS_PORT": str(_BASE + 79),
 }
 
 
@@ -66,7 +69,7 @@ def test_port_in_use_names_the_variable_to_change(env: dict[str, str]) -> None:
         squatter.listen()
         done = run(env, "up", "redis")
     assert done.returncode == 1
-    assert "port 25379 is already in use" in done.stderr
+    assert f"port {PORTS['STACK_REDIS_PORT']} is already in use" in done.stderr
     assert "STACK_REDIS_PORT=<port>" in done.stderr
 
 
