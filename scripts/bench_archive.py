@@ -33,6 +33,7 @@ from typing import Any
 
 import psycopg
 import redis
+from redis.typing import EncodableT
 
 from supabase import ClientOptions, create_client
 from supabase_identity import IdentityClient
@@ -66,14 +67,19 @@ def write_data(
     for n in range(conversations):
         cid = str(uuid.uuid4())
         ids.append(cid)
-        fields = {
+        fields: dict[EncodableT, EncodableT] = {
             "user_id": user_id,
             "merchant_id": "merchant_bench-archiver",
             "workflow_name": "shopify_onboarding",
             "started_at": base.isoformat(),
         }
         pipe.hset(f"session:{cid}", mapping=fields)
-        pipe.hset(f"conversation:{cid}", mapping={"id": cid, **fields, "message_count": messages})
+        conversation: dict[EncodableT, EncodableT] = {
+            "id": cid,
+            **fields,
+            "message_count": messages,
+        }
+        pipe.hset(f"conversation:{cid}", mapping=conversation)
         for seq in range(messages):
             pipe.hset(
                 f"message:{cid}:{seq}",
@@ -163,7 +169,7 @@ def seed_algorithm(sample: int, user_id: str) -> tuple[int, float]:
             elif "session:" in key:
                 session = rs_text.hgetall(key)
                 if session:
-                    data.update(session)
+                    data.update({str(k): v for k, v in session.items()})
         data["messages"].sort(key=lambda m: m.get("timestamp", ""))
         supabase.schema("identity").table("conversations").upsert(
             {

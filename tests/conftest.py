@@ -9,12 +9,13 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+
+from ._wait import wait_until
 
 
 def _free_port() -> int:
@@ -50,16 +51,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"redis://127.0.0.1:{port}/0"
     probe = redis.Redis.from_url(url)
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"redis-server exited at start (port {port})", pytrace=False)
+        try:
+            return bool(probe.ping())
+        except redis.ConnectionError:
+            return False
+
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                probe.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail(f"redis-server did not start on port {port}")
-                time.sleep(0.05)
+        wait_until(answers, f"redis-server did not start on port {port}")
         yield url
     finally:
         probe.close()

@@ -143,6 +143,8 @@ from supabase_identity import (  # noqa: E402
     conversation_uuid,
 )
 
+from .._wait import wait_until  # noqa: E402
+
 SDK_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -247,23 +249,22 @@ def sdk_postgrest(sdk_env: SdkEnv) -> Iterator[PostgrestSwitch]:
             switch.start()
 
 
-def _wait_for_postgrest() -> None:
+def _postgrest_answers() -> bool:
     env = os.environ
-    deadline = time.monotonic() + 30
     headers = {
         "apikey": env["SUPABASE_SERVICE_ROLE_KEY"],
         "Authorization": f"Bearer {env['SUPABASE_SERVICE_ROLE_KEY']}",
         "Accept-Profile": "identity",
     }
     url = env["SUPABASE_URL"].rstrip("/") + "/rest/v1/users?select=id&limit=1"
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, headers=headers, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail("PostgREST did not come back within 30 s after `scripts/stack up postgrest`")
+    try:
+        return httpx.get(url, headers=headers, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _wait_for_postgrest() -> None:
+    wait_until(_postgrest_answers, "PostgREST did not answer through the gateway after `stack up`")
 
 
 def sdk_insert_conversations(

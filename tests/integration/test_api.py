@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import socket
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -33,6 +32,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from supabase_identity import AsyncIdentityClient, IdentityClient, conversation_uuid
 from supabase_identity.api import history_router
 
+from .._wait import wait_until
 from .conftest import GatewayEnv, sdk_shop
 
 pytestmark = pytest.mark.integration
@@ -93,14 +93,11 @@ def api_url(gw_env: GatewayEnv, gw_client: httpx.Client) -> Iterator[str]:
     )
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                pytest.fail(
-                    "uvicorn did not start the history API app (see its log above)",
-                    pytrace=False,
-                )
-            time.sleep(0.02)
+        wait_until(
+            lambda: server.started or not thread.is_alive(),
+            "uvicorn did not start the history API app (see its log above)",
+        )
+        assert thread.is_alive(), "uvicorn exited while starting the history API app"
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

@@ -9,13 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -35,8 +32,10 @@ from supabase_identity.archive import (
 )
 from supabase_identity.archive._archiver import DEAD_LETTER_KEY, UNLINKED_KEY
 
+from .._wait import wait_until
+from .conftest import PostgrestSwitch
+
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 ARCHIVER_REDIS_DB = 7
 
 
@@ -318,23 +317,42 @@ def test_archive_conversation_function(
     assert archive_conversation(str(uuid.uuid4()), r, client=client) is False
 
 
+class _Rendezvous:
+    """Delegates to a client; the first ``archive_conversations`` call of each archiver waits
+    until every archiver has made one, so their passes certainly overlap."""
+
+    def __init__(self, inner: IdentityClient, barrier: threading.Barrier) -> None:
+        self._inner = inner
+        self._barrier = barrier
+        self._met = False
+
+    def rpc(self, function: str, params: Any = None, **kwargs: Any) -> Any:
+        if function == "archive_conversations" and not self._met:
+            self._met = True
+            self._barrier.wait(timeout=60)
+        return self._inner.rpc(function, params, **kwargs)
+
+    def flush_events(self) -> Any:
+        return self._inner.flush_events()
+
+
 def test_two_archivers_in_parallel_archive_each_conversation_once(
     r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     store = ConversationStore(r)
-    ids = []
-    pipe_batch = 1000
-    for i in range(pipe_batch):
+    total = 1000
+    for i in range(total):
         cid = str(uuid.uuid4())
         store.create_session(cid, user_id=user_id)
         store.append_message(cid, sender="user", content=f"only message {i}")
         store.append_message(cid, sender="cj", content=f"reply {i}")
         store.end_conversation(cid)
-        ids.append(cid)
     config = ArchiverConfig(batch_rows=50)
+    barrier = threading.Barrier(2)
     archivers = [
-        ConversationArchiver(client, r, config=config, worker_id=f"w{i}") for i in range(2)
+        ConversationArchiver(_Rendezvous(client, barrier), r, config=config, worker_id=f"w{i}")
+        for i in range(2)
     ]
     reports: list[Any] = [None, None]
 
@@ -345,32 +363,76 @@ def test_two_archivers_in_parallel_archive_each_conversation_once(
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=180)
+    assert not any(t.is_alive() for t in threads), "an archiver pass did not finish"
+    assert not barrier.broken, "the two passes never ran at the same time"
 
-    assert sum(rep.archived for rep in reports) == pipe_batch
+    # Each archiver upserted while the other held its own claims: both did work, and the
+    # leases kept them apart, so every conversation was written once.
+    assert all(rep.archived > 0 for rep in reports), [rep.as_dict() for rep in reports]
+    assert sum(rep.archived for rep in reports) == total
     assert sum(rep.rearchived for rep in reports) == 0
-    assert all(rep.archived > 0 for rep in reports), "both archivers should share the work"
     count = db.execute(
         "select count(*), sum(message_count) from identity.conversations where user_id = %s",
         (user_id,),
     ).fetchone()
-    assert count == (pipe_batch, 2 * pipe_batch)
+    assert count == (total, 2 * total)
 
 
-def _stack(*args: str) -> None:
-    subprocess.run([str(ROOT / "scripts" / "stack"), *args], check=True, capture_output=True)
+class _FaultAfter:
+    """Delegates to a client; once ``after`` upserts have been acknowledged it runs ``fault``
+    (in the archiver's own thread, before returning), so the fault lands mid-pass for certain.
+    Failed calls are counted, so a test can wait for the archiver to have tried and failed."""
+
+    def __init__(self, inner: Any, after: int, fault: Callable[[], None]) -> None:
+        self._inner = inner
+        self._after = after
+        self._fault: Callable[[], None] | None = fault
+        self._lock = threading.Lock()
+        self.acknowledged = 0
+        self.failed = 0
+
+    def rpc(self, function: str, params: Any = None, **kwargs: Any) -> Any:
+        try:
+            result = self._inner.rpc(function, params, **kwargs)
+        except Exception:
+            with self._lock:
+                self.failed += 1
+            raise
+        fault = None
+        with self._lock:
+            if function == "archive_conversations":
+                self.acknowledged += 1
+                if self.acknowledged >= self._after:
+                    fault, self._fault = self._fault, None
+        if fault is not None:
+            fault()
+        return result
+
+    def flush_events(self) -> Any:
+        return self._inner.flush_events()
 
 
 def test_postgrest_down_mid_run_nothing_marked_without_its_row(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: redis.Redis,
+    client: IdentityClient,
+    db: psycopg.Connection[Any],
+    sdk_postgrest: PostgrestSwitch,
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     store = ConversationStore(r)
-    total = 1000
+    total = 200
     ids = [write_conversation(store, user_id, 3) for _ in range(total)]
-    fast = client.with_options(max_retries=0)
+    postgrest_down = threading.Event()
+
+    def stop_postgrest() -> None:
+        sdk_postgrest.stop()
+        postgrest_down.set()
+
+    # PostgREST goes down right after the third acknowledged batch of five: mid-pass, always.
+    faulty = _FaultAfter(client.with_options(max_retries=0), after=3, fault=stop_postgrest)
     archiver = ConversationArchiver(
-        fast,
+        faulty,
         r,
         config=ArchiverConfig(
             batch_rows=5,
@@ -395,29 +457,24 @@ def test_postgrest_down_mid_run_nothing_marked_without_its_row(
         return [cid for cid in marked if cid not in present]
 
     loop_thread = threading.Thread(target=lambda: asyncio.run(archiver.run_forever()))
-    stopped = False
     try:
         loop_thread.start()
-        deadline = time.monotonic() + 30
-        while stored() == 0 and time.monotonic() < deadline:
-            time.sleep(0.002)
-        _stack("down", "postgrest")
-        stopped = True
+        wait_until(postgrest_down.is_set, "the archiver never reached its third batch")
         at_stop = stored()
-        assert 0 < at_stop < total, f"PostgREST must stop mid-run ({at_stop}/{total} stored)"
-        time.sleep(1.5)  # several failing passes while PostgREST is down
+        assert 15 <= at_stop < total
+        failed_before = faulty.failed
+        wait_until(
+            lambda: faulty.failed >= failed_before + 2,
+            "the archiver did not keep trying while PostgREST was down",
+        )
         assert marked_without_row() == []
         assert stored() == at_stop
-        _stack("up", "postgrest")
-        stopped = False
-        deadline = time.monotonic() + 60
-        while stored() < total and time.monotonic() < deadline:
-            time.sleep(0.2)
+        sdk_postgrest.start()  # returns once PostgREST answers again
+        wait_until(lambda: stored() == total, "not every conversation was archived after restart")
     finally:
-        if stopped:
-            _stack("up", "postgrest")
         archiver.stop()
-        loop_thread.join(timeout=30)
+        loop_thread.join(timeout=60)
+    assert not loop_thread.is_alive(), "run_forever did not stop"
 
     assert marked_without_row() == []
     assert stored() == total
@@ -523,30 +580,59 @@ def test_a_stale_copy_of_a_linked_conversation_is_not_taken_for_unlinked(
     assert stored is not None and stored["message_count"] == 3 and stored["user_id"] == user_id
 
 
+class _HoldAt:
+    """Delegates to a client; the ``at``-th ``archive_conversations`` call signals ``reached``
+    and waits for ``release`` before it is sent, so a test acts while a pass is mid-way."""
+
+    def __init__(self, inner: IdentityClient, at: int) -> None:
+        self._inner = inner
+        self._at = at
+        self._calls = 0
+        self._lock = threading.Lock()
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def rpc(self, function: str, params: Any = None, **kwargs: Any) -> Any:
+        if function == "archive_conversations":
+            with self._lock:
+                self._calls += 1
+                hold = self._calls == self._at
+            if hold:
+                self.reached.set()
+                if not self.release.wait(timeout=60):
+                    raise TimeoutError("the test never released the held upsert")
+        return self._inner.rpc(function, params, **kwargs)
+
+    def flush_events(self) -> Any:
+        return self._inner.flush_events()
+
+
 def test_cancelling_run_forever_stops_the_pass_and_releases_its_leases(
     r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     store = ConversationStore(r)
-    total = 1000
+    total = 200
     for _ in range(total):
         write_conversation(store, user_id, 1)
-    archiver = ConversationArchiver(client, r, config=ArchiverConfig(batch_rows=5))
-
-    def stored() -> int:
-        return count_rows(db, user_id)
+    held = _HoldAt(client, at=3)
+    archiver = ConversationArchiver(held, r, config=ArchiverConfig(batch_rows=5))
 
     async def cancel_mid_pass() -> None:
         task = asyncio.create_task(archiver.run_forever())
-        while stored() == 0:  # noqa: ASYNC110 - polls Postgres: no event to await
-            await asyncio.sleep(0.002)
+        reached = await asyncio.to_thread(held.reached.wait, 60)
+        assert reached, "the pass never reached its third upsert"
         task.cancel()
+        held.release.set()  # the held upsert may finish; nothing after it may start
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    asyncio.run(cancel_mid_pass())
+    try:
+        asyncio.run(cancel_mid_pass())
+    finally:
+        held.release.set()
 
-    done = stored()
+    done = count_rows(db, user_id)
     assert 0 < done < total, "the pass must stop early, not run to the end"
     assert list(r.scan_iter(match="identity:archive:lease:*")) == []
     marked = sum(

@@ -83,9 +83,12 @@ def test_log_user_event_is_stored_once_with_its_data(sdk_service: IdentityClient
         .data
     )
     assert len(rows) == 1
-    assert rows[0]["user_id"] == user_id
-    assert rows[0]["event_data"] == {"first_time": True}
-    assert datetime.fromisoformat(rows[0]["created_at"]) == when
+    [stored] = rows
+    assert isinstance(stored, dict)
+    assert stored["user_id"] == user_id
+    assert stored["event_data"] == {"first_time": True}
+    assert isinstance(stored["created_at"], str)
+    assert datetime.fromisoformat(stored["created_at"]) == when
     assert sdk_service.get_user_profile(user_id).stats.total_events == 1
     assert sdk_service.outbox.pending_count() == 0
 

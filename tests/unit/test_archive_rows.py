@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import pytest
@@ -18,12 +19,23 @@ from supabase_identity.archive._rows import (
 CID = "6f1c1f4e-2b7a-4c55-9a55-0c2b3b1f4d10"
 
 
-def raw(messages, conversation=None, session=None, cid=CID, user_id=None):
+Fields = Mapping[bytes | str, bytes | str]
+
+
+def raw(
+    messages: list[tuple[int, Fields | bytes | str]],
+    conversation: Fields | None = None,
+    session: Fields | None = None,
+    cid: str = CID,
+    user_id: str | None = None,
+) -> RawConversation:
     return RawConversation(cid, conversation or {}, session or {}, messages, user_id=user_id)
 
 
-def msg(content, ts, **extra):
-    return {"sender": "user", "content": content, "timestamp": ts, **extra}
+def msg(content: str, ts: str, **extra: str) -> Fields:
+    fields: dict[bytes | str, bytes | str] = {"sender": "user", "content": content, "timestamp": ts}
+    fields.update(extra)
+    return fields
 
 
 def test_messages_ordered_by_timestamp_then_sequence() -> None:

@@ -163,6 +163,7 @@ def test_public_api_is_exported() -> None:
         "NotFoundError",
     ):
         assert name in module.__all__
+    assert module.__file__ is not None
     assert (Path(module.__file__).parent / "py.typed").exists()
     assert issubclass(supabase_identity.ValidationError, ValueError)
     assert isinstance(AsyncIdentityClient, type) and isinstance(IdentityClient, type)

@@ -194,7 +194,7 @@ def test_invalid_arguments_raise_before_any_request(
         (USER_ID, "login", {"x": float("nan")}),
     ]:
         with pytest.raises(ValidationError):
-            client.log_user_event(*args)  # type: ignore[arg-type]
+            client.log_user_event(*args)
     with pytest.raises(ValidationError, match="occurred_at"):
         client.log_user_event(USER_ID, "login", {}, occurred_at=datetime(2026, 1, 1))
     assert route.call_count == 0
@@ -252,5 +252,7 @@ async def test_async_log_user_event_keeps_the_event_when_its_task_is_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert outbox.pending_count() == 1
-    [kept] = outbox.claim(10)
+    claimed = outbox.claim(10)
+    assert claimed is not None
+    [kept] = claimed
     assert (kept.user_id, kept.event_type, kept.event_data) == (USER_ID, "page_view", {"n": 1})

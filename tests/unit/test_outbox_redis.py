@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,8 +14,10 @@ import redis
 import redis.asyncio
 import respx
 
-from supabase_identity import AsyncRedisOutbox, RedisOutbox
+from supabase_identity import AsyncRedisOutbox, FlushResult, RedisOutbox
+from supabase_identity._constants import REDIS_CONNECT_TIMEOUT, REDIS_RETRIES
 
+from .._wait import wait_until
 from .conftest import USER_ID, make_async_client, make_client, make_event, record_events_answer
 
 PREFIX = "test:outbox"
@@ -75,7 +76,9 @@ def test_crashed_flusher_batch_is_redelivered_first_and_nothing_is_lost(
     assert crashed.try_lock()
     in_flight = crashed.claim(2)
     # ... the process dies here: no ack, no release, no unlock (the lock expires by itself)
-    time.sleep(0.2)
+    wait_until(
+        lambda: not redis_client.exists(f"{PREFIX}:lock"), "the dead flusher's lock never expired"
+    )
 
     survivor = RedisOutbox(redis_client, key_prefix=PREFIX)
     assert survivor.try_lock()
@@ -92,7 +95,7 @@ def test_a_flusher_that_lost_its_lock_cannot_ack_or_claim(redis_client: redis.Re
     slow.push([make_event(1)])
     assert slow.try_lock()
     slow.claim(10)
-    time.sleep(0.2)
+    wait_until(lambda: not redis_client.exists(f"{PREFIX}:lock"), "the slow flusher's lock stayed")
     other = RedisOutbox(redis_client, key_prefix=PREFIX)
     assert other.try_lock()
 
@@ -157,36 +160,42 @@ def test_unparseable_entries_are_dead_lettered_and_do_not_block(
     assert dead["raw"] == "{not json"
 
 
-def test_two_concurrent_flushers_deliver_each_event_once(
+def test_a_second_flusher_waits_out_the_first_and_each_event_is_delivered_once(
     redis_client: redis.Redis, api: respx.MockRouter, empty_env_dir: Path, sleeps: object
 ) -> None:
     RedisOutbox(redis_client, key_prefix=PREFIX).push([make_event(i) for i in range(1200)])
     seen: list[str] = []
-    lock = threading.Lock()
+    first_batch_arrived = threading.Event()
+    second_flusher_done = threading.Event()
 
     def answer(request: httpx.Request) -> httpx.Response:
-        with lock:
-            seen.extend(e["id"] for e in json.loads(request.content)["events"])
-        time.sleep(0.01)
+        seen.extend(e["id"] for e in json.loads(request.content)["events"])
+        # The first flusher holds the outbox, mid-batch, while the second one tries its flush.
+        first_batch_arrived.set()
+        assert second_flusher_done.wait(timeout=60), "the second flusher never finished"
         return record_events_answer(request)
 
     api.post("/rpc/record_events").mock(side_effect=answer)
-    clients = [
+    first, second = (
         make_client(empty_env_dir, outbox=RedisOutbox(redis_client, key_prefix=PREFIX))
         for _ in range(2)
-    ]
-    results = []
-    threads = [
-        threading.Thread(target=lambda c=c: results.append(c.flush_events())) for c in clients
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for c in clients:
-        c.close()
+    )
+    results: dict[str, FlushResult] = {}
+    holder = threading.Thread(target=lambda: results.setdefault("first", first.flush_events()))
+    holder.start()
+    try:
+        assert first_batch_arrived.wait(timeout=60), "the first flush never sent a batch"
+        results["second"] = second.flush_events()
+    finally:
+        second_flusher_done.set()
+        holder.join(timeout=60)
+        first.close()
+        second.close()
+    assert not holder.is_alive()
+
+    assert results["second"].delivered == 0, "the outbox was locked by the first flusher"
+    assert results["first"].delivered == 1200
     assert len(seen) == len(set(seen)) == 1200
-    assert sum(r.delivered for r in results) == 1200
 
 
 def test_redis_down_falls_back_to_memory_without_raising(
@@ -194,10 +203,13 @@ def test_redis_down_falls_back_to_memory_without_raising(
 ) -> None:
     route = api.post("/rpc/record_events").mock(side_effect=httpx.ConnectError("down"))
     with make_client(empty_env_dir, redis_url="redis://127.0.0.1:1/0") as c:
-        started = time.monotonic()
+        # Fails fast: one short connect timeout and a single retry, not redis-py's defaults.
+        assert isinstance(c.outbox, RedisOutbox)
+        pool_kwargs = c.outbox.redis.connection_pool.connection_kwargs
+        assert pool_kwargs["socket_connect_timeout"] == REDIS_CONNECT_TIMEOUT
+        assert pool_kwargs["retry"].get_retries() == REDIS_RETRIES
         with caplog.at_level(logging.ERROR, logger="supabase_identity"):
             c.log_user_event(USER_ID, "login", {})
-        assert time.monotonic() - started < 2, "a dead Redis must fail fast"
         assert "Redis outbox unavailable" in caplog.text
         assert c._fallback.pending_count() == 1
         route.mock(side_effect=record_events_answer)
@@ -215,8 +227,9 @@ def test_client_builds_its_own_redis_from_redis_url_and_closes_it(
     assert c.outbox.redis.ping()
     assert len(redis_client.client_list()) == before + 1
     c.close()
-    time.sleep(0.05)
-    assert len(redis_client.client_list()) == before, "close() must close the Redis connection"
+    wait_until(
+        lambda: len(redis_client.client_list()) == before, "close() left its Redis connection open"
+    )
 
 
 @pytest.fixture

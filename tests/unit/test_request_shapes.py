@@ -11,6 +11,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -27,7 +28,7 @@ from supabase_identity import (
 
 from .conftest import ANON_KEY, JWT_SECRET, SERVICE_KEY, USER_ID, make_client
 
-CONV_ROW = {
+CONV_ROW: dict[str, Any] = {
     "id": "7d3f6a4e-1111-4c2b-9d7e-0123456789ab",
     "source_id": None,
     "user_id": USER_ID,
