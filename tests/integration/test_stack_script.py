@@ -6,13 +6,18 @@ tests use is never touched.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -99,3 +104,45 @@ def test_up_keeps_data_and_reset_deletes_it(env: dict[str, str]) -> None:
     assert "reset: deleted the local database and Redis data" in done.stdout
     with psycopg.connect(exports["SUPABASE_DB_URL"], autocommit=True) as db:
         assert db.execute("select to_regclass('public.keep_me')").fetchone() == (None,)
+
+
+def _load_stack_script() -> ModuleType:
+    """scripts/stack as a module (it has no .py suffix), without running its command line."""
+    loader = importlib.machinery.SourceFileLoader("stack_script", str(STACK))
+    spec = importlib.util.spec_from_loader("stack_script", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while it loads
+    try:
+        loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_reserved_port_lists_are_read_as_the_kernel_writes_them() -> None:
+    parse = _load_stack_script().parse_port_list
+    assert parse("") == set()
+    assert parse("54321,54330-54332\n") == {54321, 54330, 54331, 54332}
+    assert parse(" 8080 , 9000-9001") == {8080, 9000, 9001}
+
+
+def test_no_outgoing_connection_can_borrow_the_running_stacks_ports() -> None:
+    # The stack's default ports are Supabase's, inside Linux's ephemeral range: a client's source
+    # port could take one just as PostgREST restarts on it (the tests restart it).
+    stack = _load_stack_script()
+    low, high = (int(n) for n in stack.EPHEMERAL_RANGE.read_text().split())
+    ports = {
+        urlsplit(os.environ[name]).port
+        for name in ("SUPABASE_URL", "SUPABASE_DB_URL", "REDIS_URL")
+        if os.environ.get(name)
+    }
+    exposed = {port for port in ports if port is not None and low <= port <= high}
+    reserved = stack.parse_port_list(stack.RESERVED_PORTS.read_text())
+    if os.geteuid() == 0:
+        assert exposed <= reserved, f"ports {sorted(exposed - reserved)} are not reserved"
+    else:
+        done = subprocess.run(
+            [str(STACK), "up"], capture_output=True, text=True, check=False, timeout=180
+        )
+        assert exposed <= reserved or "ip_local_reserved_ports" in done.stdout, done.stdout
