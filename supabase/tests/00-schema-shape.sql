@@ -12,11 +12,12 @@ select plan(84);
 -- Objects
 -- ---------------------------------------------------------------------------------------------
 select has_schema('identity', 'schema identity exists');
-select tables_are('identity', array['users', 'conversations', 'events'],
-  'identity has exactly the tables users, conversations, events');
+select tables_are('identity', array['users', 'conversations', 'events', 'events_archive'],
+  'identity has exactly the tables users, conversations, events, events_archive');
 select functions_are('identity',
-  array['archive_conversations', 'get_or_create_user', 'get_user_profile', 'health',
-        'link_conversations', 'record_events', 'set_updated_at'],
+  array['analyze_tables', 'archive_conversations', 'archive_old_events',
+        'delete_unlinked_conversations', 'get_or_create_user', 'get_user_profile', 'health',
+        'link_conversations', 'record_events', 'set_updated_at', 'stats'],
   'identity has exactly the expected functions');
 select is_empty(
   $$ select c.relname from pg_catalog.pg_class as c
@@ -149,7 +150,8 @@ select indexes_are('identity', 'conversations',
         'conversations_source_id_key'],
   'conversations has exactly the expected indexes');
 select indexes_are('identity', 'events',
-  array['events_pkey', 'events_user_id_created_at_idx', 'events_event_type_created_at_idx'],
+  array['events_pkey', 'events_user_id_created_at_idx', 'events_event_type_created_at_idx',
+        'events_created_at_idx'],
   'events has exactly the expected indexes');
 select is(
   pg_catalog.pg_get_indexdef('identity.conversations_user_id_started_at_idx'::regclass),
