@@ -6,6 +6,7 @@ Public surface (everything else is private and may change)::
     from supabase_identity import get_or_create_user, log_user_event, get_user_profile
     from supabase_identity import get_user_conversations, get_conversation, flush_events
     from supabase_identity import IdentityError, ValidationError, NotFoundError, ...
+    from supabase_identity import IdentityStats, read_archiver_stats, run_maintenance
 
 Importing this package reads no file and opens no connection; the module-level functions build
 a default client from the environment on first use.
@@ -41,16 +42,30 @@ from ._exceptions import (
 )
 from ._keys import KeyInfo, Privilege, classify_key, mint_user_token, redact, user_subject
 from ._models import (
+    AnalyzeResult,
+    ArchivalStats,
+    ArchiverStats,
     Conversation,
     ConversationPage,
     ConversationSummary,
+    DailyCount,
     DeadLetter,
+    EventsMoveResult,
     FlushResult,
+    HourlyCount,
+    IdentityStats,
+    IndexStorage,
     OutboxEvent,
     OutboxStats,
+    RemovedConversation,
+    StorageStats,
+    TableStorage,
+    UnlinkedCleanupResult,
+    UserGrowthStats,
     UserProfile,
     UserStats,
 )
+from ._monitoring import MaintenanceRun, read_archiver_stats, run_maintenance
 from ._outbox import AsyncRedisOutbox, MemoryOutbox, RedisOutbox
 from ._settings import Settings, load_settings
 from ._types import NOT_GIVEN, NotGiven
@@ -77,8 +92,11 @@ __all__ = [
     "NOT_GIVEN",
     "APIResponseValidationError",
     "APIStatusError",
+    "AnalyzeResult",
+    "ArchivalStats",
     "ArchiveReport",
     "ArchiverConfig",
+    "ArchiverStats",
     "AsyncIdentityClient",
     "AsyncRedisOutbox",
     "AuthenticationError",
@@ -91,11 +109,17 @@ __all__ = [
     "ConversationPage",
     "ConversationStore",
     "ConversationSummary",
+    "DailyCount",
     "DeadLetter",
+    "EventsMoveResult",
     "FlushResult",
+    "HourlyCount",
     "IdentityClient",
     "IdentityError",
+    "IdentityStats",
+    "IndexStorage",
     "KeyInfo",
+    "MaintenanceRun",
     "MemoryOutbox",
     "MigrationsNotAppliedError",
     "NotFoundError",
@@ -106,8 +130,13 @@ __all__ = [
     "PermissionDeniedError",
     "Privilege",
     "RedisOutbox",
+    "RemovedConversation",
     "SchemaNotExposedError",
     "Settings",
+    "StorageStats",
+    "TableStorage",
+    "UnlinkedCleanupResult",
+    "UserGrowthStats",
     "UserProfile",
     "UserStats",
     "ValidationError",
@@ -128,7 +157,9 @@ __all__ = [
     "log_user_event",
     "mint_user_token",
     "normalize_shop_domain",
+    "read_archiver_stats",
     "redact",
+    "run_maintenance",
     "set_default_client",
     "user_subject",
     "validate_event_data",

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pydantic
@@ -42,6 +42,7 @@ from ._constants import (
     EVENT_COLUMNS,
     INITIAL_RETRY_DELAY,
     MAX_EMAIL_LENGTH,
+    MAX_MAINTENANCE_BATCH,
     MAX_NAME_LENGTH,
     MAX_RETRY_AFTER,
     MAX_RETRY_DELAY,
@@ -61,11 +62,15 @@ from ._exceptions import (
 )
 from ._keys import Privilege, classify_key, mint_user_token, redact, token_expiry
 from ._models import (
+    AnalyzeResult,
     Conversation,
     ConversationPage,
     ConversationSummary,
     DeadLetter,
+    EventsMoveResult,
+    IdentityStats,
     OutboxEvent,
+    UnlinkedCleanupResult,
     UserProfile,
 )
 from ._outbox import make_dead_letter
@@ -83,6 +88,7 @@ from ._validation import (
 log = logging.getLogger("supabase_identity")
 
 RestClient = SyncPostgrestClient | AsyncPostgrestClient
+_ModelT = TypeVar("_ModelT", bound=pydantic.BaseModel)
 
 #: Only these transport failures are retried; a bad URL scheme or a local protocol error is not.
 RETRYABLE_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
@@ -401,6 +407,62 @@ class BaseIdentityClient:
         query = query.order("created_at").order("id").limit(limit)
         return self._spec("events", query)
 
+    # --- operations: stats and maintenance (service key only) ------------------------------
+
+    def _spec_stats(self, rest: RestClient, as_of: datetime | None) -> RequestSpec:
+        params: dict[str, Any] = {}
+        if as_of is not None:
+            if not isinstance(as_of, datetime) or as_of.tzinfo is None:
+                raise ValidationError(
+                    "as_of must be a timezone-aware datetime", field="as_of", rule="aware_datetime"
+                )
+            params["as_of"] = as_of.isoformat()
+        self._require_write("get_stats")
+        return self._spec("rpc/stats", rest.rpc("stats", params))
+
+    def _spec_archive_old_events(
+        self, rest: RestClient, older_than_days: int, batch_size: int, dry_run: bool
+    ) -> RequestSpec:
+        params = _maintenance_params(older_than_days, batch_size, dry_run)
+        self._require_write("archive_old_events")
+        return self._spec("rpc/archive_old_events", rest.rpc("archive_old_events", params))
+
+    def _spec_delete_unlinked_conversations(
+        self, rest: RestClient, older_than_days: int, batch_size: int, dry_run: bool
+    ) -> RequestSpec:
+        params = _maintenance_params(older_than_days, batch_size, dry_run)
+        self._require_write("delete_unlinked_conversations")
+        return self._spec(
+            "rpc/delete_unlinked_conversations", rest.rpc("delete_unlinked_conversations", params)
+        )
+
+    def _spec_analyze_tables(self, rest: RestClient, dry_run: bool) -> RequestSpec:
+        params: dict[str, Any] = {"dry_run": _flag(dry_run, "dry_run")}
+        self._require_write("analyze_tables")
+        return self._spec("rpc/analyze_tables", rest.rpc("analyze_tables", params))
+
+    def _parse_stats(self, data: Any) -> IdentityStats:
+        return self._parse_model("stats", IdentityStats, data)
+
+    def _parse_events_move(self, data: Any) -> EventsMoveResult:
+        return self._parse_model("archive_old_events", EventsMoveResult, data)
+
+    def _parse_unlinked_cleanup(self, data: Any) -> UnlinkedCleanupResult:
+        return self._parse_model("delete_unlinked_conversations", UnlinkedCleanupResult, data)
+
+    def _parse_analyze(self, data: Any) -> AnalyzeResult:
+        return self._parse_model("analyze_tables", AnalyzeResult, data)
+
+    @staticmethod
+    def _parse_model(operation: str, model: type[_ModelT], data: Any) -> _ModelT:
+        """A function's JSON object as ``model``; a shape error names the migrations."""
+        if not isinstance(data, dict):
+            raise BaseIdentityClient._shape_error(operation, data)
+        try:
+            return model.model_validate(data)
+        except pydantic.ValidationError as err:
+            raise BaseIdentityClient._shape_error(operation, data, err) from err
+
     @staticmethod
     def _health_report(data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -593,6 +655,31 @@ class BaseIdentityClient:
             err,
         )
         return make_dead_letter(event, f"rejected: {err}")
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{name} must be True or False", field=name, rule="boolean")
+    return value
+
+
+def _maintenance_params(older_than_days: int, batch_size: int, dry_run: bool) -> dict[str, Any]:
+    """Arguments of the batch maintenance functions, checked before any request."""
+    for name, value, low, high in (
+        ("older_than_days", older_than_days, 1, None),
+        ("batch_size", batch_size, 1, MAX_MAINTENANCE_BATCH),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValidationError(
+                f"{name} must be a whole number, at least {low}", field=name, rule="min"
+            )
+        if high is not None and value > high:
+            raise ValidationError(f"{name} must be at most {high}", field=name, rule="max")
+    return {
+        "older_than_days": older_than_days,
+        "batch_size": batch_size,
+        "dry_run": _flag(dry_run, "dry_run"),
+    }
 
 
 def parse_content_range_total(headers: httpx.Headers) -> int | None:

@@ -53,9 +53,13 @@ from ._base_client import (
 )
 from ._constants import (
     DEFAULT_CONNECTION_LIMITS,
+    DEFAULT_EVENT_RETENTION_DAYS,
+    DEFAULT_EVENTS_MOVE_BATCH,
     DEFAULT_MAX_RETRIES,
     DEFAULT_PAGE_LIMIT,
     DEFAULT_TIMEOUT,
+    DEFAULT_UNLINKED_DELETE_BATCH,
+    DEFAULT_UNLINKED_RETENTION_DAYS,
     DEFAULT_USER_TOKEN_TTL,
     EVENT_BATCH_SIZE,
     REDIS_CONNECT_TIMEOUT,
@@ -66,13 +70,17 @@ from ._constants import (
 from ._exceptions import ClientClosedError, ConfigError, IdentityError, ValidationError
 from ._keys import classify_key
 from ._models import (
+    AnalyzeResult,
     Conversation,
     ConversationPage,
     ConversationSummary,
     DeadLetter,
+    EventsMoveResult,
     FlushResult,
+    IdentityStats,
     OutboxEvent,
     OutboxStats,
+    UnlinkedCleanupResult,
     UserProfile,
 )
 from ._outbox import AsyncMemoryOutbox, AsyncRedisOutbox, MemoryOutbox, RedisOutbox
@@ -647,6 +655,61 @@ class IdentityClient(_ClientCommon):
         """``identity.health()`` plus ``missing_functions`` (for ``supabase-identity doctor``)."""
         return self._health_report(self.rpc("health"))
 
+    # --- monitoring and maintenance (service key) -------------------------------------------
+
+    def get_stats(
+        self, *, as_of: datetime | None = None, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+    ) -> IdentityStats:
+        """Archival health, user growth and storage, from ``identity.stats`` in one call.
+
+        Per-hour and per-day series are UTC buckets ending at ``as_of`` (default: now), with
+        empty buckets included. The archivers' Redis counters are separate:
+        :func:`supabase_identity.read_archiver_stats`.
+        """
+        spec = self._spec_stats(self._rest, as_of)
+        return self._parse_stats(self._json(spec, self._request(spec, timeout=timeout)))
+
+    def archive_old_events(
+        self,
+        older_than_days: int = DEFAULT_EVENT_RETENTION_DAYS,
+        *,
+        batch_size: int = DEFAULT_EVENTS_MOVE_BATCH,
+        dry_run: bool = False,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+    ) -> EventsMoveResult:
+        """Move one batch of events older than ``older_than_days`` to ``events_archive``.
+
+        One short transaction per call; call again while ``result.more``. A retry after a lost
+        answer moves the next batch, never an event twice. ``dry_run`` only counts.
+        """
+        spec = self._spec_archive_old_events(self._rest, older_than_days, batch_size, dry_run)
+        return self._parse_events_move(self._json(spec, self._request(spec, timeout=timeout)))
+
+    def delete_unlinked_conversations(
+        self,
+        older_than_days: int = DEFAULT_UNLINKED_RETENTION_DAYS,
+        *,
+        batch_size: int = DEFAULT_UNLINKED_DELETE_BATCH,
+        dry_run: bool = False,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+    ) -> UnlinkedCleanupResult:
+        """Delete one batch of conversations still unlinked ``older_than_days`` after archiving.
+
+        Conversations with a user are never touched. The result lists what was removed; call
+        again while ``result.more``. ``dry_run`` lists what would go, changing nothing.
+        """
+        spec = self._spec_delete_unlinked_conversations(
+            self._rest, older_than_days, batch_size, dry_run
+        )
+        return self._parse_unlinked_cleanup(self._json(spec, self._request(spec, timeout=timeout)))
+
+    def analyze_tables(
+        self, *, dry_run: bool = False, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+    ) -> AnalyzeResult:
+        """Refresh the planner statistics of the identity tables (``ANALYZE``)."""
+        spec = self._spec_analyze_tables(self._rest, dry_run)
+        return self._parse_analyze(self._json(spec, self._request(spec, timeout=timeout)))
+
     @property
     def redis_url(self) -> str | None:
         """The resolved ``REDIS_URL`` (may hold a password: do not log it)."""
@@ -1097,6 +1160,54 @@ class AsyncIdentityClient(_ClientCommon):
     async def health(self) -> dict[str, Any]:
         """``identity.health()`` plus ``missing_functions``."""
         return self._health_report(await self.rpc("health"))
+
+    async def get_stats(
+        self,
+        *,
+        as_of: datetime | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,  # noqa: ASYNC109 - httpx timeout
+    ) -> IdentityStats:
+        """Archival, user-growth and storage metrics; see :meth:`IdentityClient.get_stats`."""
+        spec = self._spec_stats(self._rest, as_of)
+        return self._parse_stats(self._json(spec, await self._request(spec, timeout=timeout)))
+
+    async def archive_old_events(
+        self,
+        older_than_days: int = DEFAULT_EVENT_RETENTION_DAYS,
+        *,
+        batch_size: int = DEFAULT_EVENTS_MOVE_BATCH,
+        dry_run: bool = False,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,  # noqa: ASYNC109 - httpx timeout
+    ) -> EventsMoveResult:
+        """One batch of old events to the archive; see :meth:`IdentityClient.archive_old_events`."""
+        spec = self._spec_archive_old_events(self._rest, older_than_days, batch_size, dry_run)
+        return self._parse_events_move(self._json(spec, await self._request(spec, timeout=timeout)))
+
+    async def delete_unlinked_conversations(
+        self,
+        older_than_days: int = DEFAULT_UNLINKED_RETENTION_DAYS,
+        *,
+        batch_size: int = DEFAULT_UNLINKED_DELETE_BATCH,
+        dry_run: bool = False,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,  # noqa: ASYNC109 - httpx timeout
+    ) -> UnlinkedCleanupResult:
+        """One batch of stale unlinked conversations; see
+        :meth:`IdentityClient.delete_unlinked_conversations`."""
+        spec = self._spec_delete_unlinked_conversations(
+            self._rest, older_than_days, batch_size, dry_run
+        )
+        response = await self._request(spec, timeout=timeout)
+        return self._parse_unlinked_cleanup(self._json(spec, response))
+
+    async def analyze_tables(
+        self,
+        *,
+        dry_run: bool = False,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,  # noqa: ASYNC109 - httpx timeout
+    ) -> AnalyzeResult:
+        """``ANALYZE`` the identity tables; see :meth:`IdentityClient.analyze_tables`."""
+        spec = self._spec_analyze_tables(self._rest, dry_run)
+        return self._parse_analyze(self._json(spec, await self._request(spec, timeout=timeout)))
 
     async def iter_user_conversations(
         self, user_id: str, *, page_size: int = 100

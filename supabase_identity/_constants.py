@@ -86,12 +86,26 @@ REDIS_RETRIES: Final = 1
 
 #: SQL functions the package calls; ``health()`` reports any that are missing.
 REQUIRED_FUNCTIONS: Final = (
+    "analyze_tables",
     "archive_conversations",
+    "archive_old_events",
+    "delete_unlinked_conversations",
     "get_or_create_user",
     "get_user_profile",
     "health",
     "link_conversations",
     "record_events",
+    "stats",
 )
 EVENT_COLUMNS: Final = "id,user_id,event_type,event_data,created_at,received_at"
 RPC_NAME_PATTERN: Final = r"^[a-z_][a-z0-9_]{0,62}$"
+
+# --- maintenance (identity.archive_old_events, identity.delete_unlinked_conversations) --------
+#: Events older than this many days move to identity.events_archive (the seed's 90 days).
+DEFAULT_EVENT_RETENTION_DAYS: Final = 90
+#: Conversations still unlinked this many days after their first archive are deleted (seed: 7).
+DEFAULT_UNLINKED_RETENTION_DAYS: Final = 7
+#: Rows per maintenance call: each call is one short transaction that locks only its batch.
+DEFAULT_EVENTS_MOVE_BATCH: Final = 5000
+DEFAULT_UNLINKED_DELETE_BATCH: Final = 1000
+MAX_MAINTENANCE_BATCH: Final = 50_000

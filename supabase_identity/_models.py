@@ -7,19 +7,32 @@ that adds a column does not break an older client.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AnalyzeResult",
+    "ArchivalStats",
+    "ArchiverStats",
     "Conversation",
     "ConversationPage",
     "ConversationSummary",
+    "DailyCount",
     "DeadLetter",
+    "EventsMoveResult",
     "FlushResult",
+    "HourlyCount",
+    "IdentityStats",
+    "IndexStorage",
     "OutboxEvent",
     "OutboxStats",
+    "RemovedConversation",
+    "StorageStats",
+    "TableStorage",
+    "UnlinkedCleanupResult",
+    "UserGrowthStats",
     "UserProfile",
     "UserStats",
 ]
@@ -160,3 +173,154 @@ class OutboxStats(_Model):
     dead_lettered: int
     dropped: int = 0
     """Events lost because the bounded in-memory buffer was full (always 0 for Redis)."""
+
+
+# --- operations: stats and maintenance ------------------------------------------------------
+
+
+class HourlyCount(_Model):
+    """One hour of a per-hour series (``hour`` is the start of the UTC hour)."""
+
+    hour: datetime
+    count: int
+
+
+class DailyCount(_Model):
+    """One day of a per-day series (a UTC calendar day)."""
+
+    day: date
+    count: int
+
+
+class ArchivalStats(_Model):
+    """Archival health over the 24 hours up to ``IdentityStats.as_of``.
+
+    A conversation counts once, in the hour of its latest archive. Latency runs from
+    ``ended_at`` (or the expiry the archiver recorded) to ``archived_at``, over the conversations
+    archived in the window that have either; ``latency_samples`` says how many that was.
+    """
+
+    archived_per_hour: list[HourlyCount]
+    archived_24h: int
+    latency_samples: int
+    latency_avg_seconds: float | None = None
+    latency_p95_seconds: float | None = None
+    unlinked_conversations: int = 0
+
+
+class UserGrowthStats(_Model):
+    """User growth: new users per day over 30 days, returning users, conversations per user.
+
+    A user is *returning* when it was seen again (``last_seen``) at least a day after it was
+    created. Conversations per user are taken over every user, those with none included.
+    """
+
+    total: int
+    new_per_day: list[DailyCount]
+    new_30d: int
+    returning: int
+    returning_rate: float | None = None
+    conversations_per_user_median: float | None = None
+    conversations_per_user_p95: float | None = None
+    conversations_per_user_mean: float | None = None
+
+
+class TableStorage(_Model):
+    """One table: estimated rows, bytes (heap with TOAST, indexes, total) and scan counts."""
+
+    name: str
+    rows_estimate: int
+    table_bytes: int
+    index_bytes: int
+    total_bytes: int
+    seq_scans: int
+    index_scans: int
+
+
+class IndexStorage(_Model):
+    """One index: its size and how often the planner used it (index effectiveness)."""
+
+    name: str
+    table: str
+    bytes: int
+    scans: int
+    unique: bool
+
+
+class StorageStats(_Model):
+    """Every table and index of the ``identity`` schema."""
+
+    tables: list[TableStorage]
+    indexes: list[IndexStorage]
+
+
+class IdentityStats(_Model):
+    """What the database knows about archival, user growth and storage (``get_stats``)."""
+
+    as_of: datetime
+    archival: ArchivalStats
+    users: UserGrowthStats
+    storage: StorageStats
+
+
+class ArchiverStats(_Model):
+    """What the archivers keep in Redis: cumulative counters, dead letters, live heartbeats.
+
+    ``counters`` holds ``archived``, ``rearchived``, ``unchanged``, ``unlinked``, ``linked``,
+    ``failed`` (conversations a pass could not archive), ``passes`` and ``pass_errors`` since
+    the counters were created; a counter never written is 0.
+    """
+
+    counters: dict[str, int]
+    dead_letters: int
+    unlinked_pending: int
+    heartbeats: list[dict[str, Any]]
+
+    @property
+    def failed_attempts(self) -> int:
+        """Conversations a pass failed to archive plus passes that crashed."""
+        return self.counters.get("failed", 0) + self.counters.get("pass_errors", 0)
+
+
+class EventsMoveResult(_Model):
+    """One batch of ``archive_old_events``: events older than ``cutoff`` moved (or counted)."""
+
+    cutoff: datetime
+    dry_run: bool
+    moved: int
+    more: bool
+    eligible: int | None = None
+    """Dry run only: how many events are older than the cutoff."""
+
+
+class RemovedConversation(_Model):
+    """A conversation that ``delete_unlinked_conversations`` removed (or would remove)."""
+
+    id: uuid.UUID
+    source_id: str | None = None
+    merchant_id: str | None = None
+    pending_user_id: str | None = None
+    started_at: datetime
+    created_at: datetime
+    message_count: int
+
+
+class UnlinkedCleanupResult(_Model):
+    """One batch of ``delete_unlinked_conversations``: what was removed, and whether more wait."""
+
+    cutoff: datetime
+    dry_run: bool
+    deleted: int
+    more: bool
+    conversations: list[RemovedConversation]
+    eligible: int | None = None
+    """Dry run only: how many conversations are past the cutoff (``conversations`` lists a
+    batch of them)."""
+
+
+class AnalyzeResult(_Model):
+    """``analyze_tables``: the tables whose planner statistics were refreshed."""
+
+    dry_run: bool
+    tables: list[str]
+    analyzed_at: datetime | None = None

@@ -1,4 +1,5 @@
-"""The ``supabase-identity`` command line: doctor, users, history, export, events, archive.
+"""The ``supabase-identity`` command line: doctor, users, history, export, events, archive,
+stats, maintain.
 
 Usage::
 
@@ -9,6 +10,8 @@ Usage::
     supabase-identity export usr_… --format jsonl -o history.jsonl
     supabase-identity events flush
     supabase-identity archive --once | --loop | --check
+    supabase-identity stats
+    supabase-identity maintain --dry-run
 
 Built on Typer (Click) and Rich. Every command reads its configuration like the library does
 (environment, then ``.env.local``, then ``.env``; ``--env-dir`` picks the folder).
@@ -35,7 +38,7 @@ import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TextIO
@@ -52,6 +55,7 @@ from rich.text import Text
 from typer.exceptions import TyperException
 
 from ._client import IdentityClient
+from ._constants import DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_UNLINKED_RETENTION_DAYS
 from ._exceptions import (
     AuthenticationError,
     BackendUnavailableError,
@@ -69,7 +73,6 @@ from ._settings import load_settings
 from ._validation import normalize_shop_domain
 from ._version import __version__
 from .archive import ArchiverConfig, ArchiveReport, ConversationArchiver
-from .archive._archiver import HEARTBEAT_PREFIX
 
 PROG = "supabase-identity"
 
@@ -757,16 +760,9 @@ def archive(
 
 
 def _archive_check(redis_client: redis.Redis, json_output: bool | None) -> None:
-    beats: list[dict[str, Any]] = []
-    for key in redis_client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=100):
-        raw = redis_client.get(key)
-        if raw is None:
-            continue  # expired between SCAN and GET
-        try:
-            beat = json.loads(raw)
-        except ValueError:
-            beat = {"raw": raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw}
-        beats.append(beat if isinstance(beat, dict) else {"raw": beat})
+    from ._monitoring import read_heartbeats
+
+    beats = read_heartbeats(redis_client)
     if _want_json(json_output):
         _print_json({"alive": len(beats), "heartbeats": beats})
     elif beats:
@@ -876,6 +872,125 @@ def _archive_loop(archiver: ConversationArchiver, json_output: bool | None) -> N
     err.print(f"stopped: {_report_sentence(totals)}")
     if _want_json(json_output):
         _print_json(totals.as_dict())
+
+
+# ------------------------------------------------------------------------------------------------
+# stats and maintain
+# ------------------------------------------------------------------------------------------------
+
+
+def _parse_as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO-8601 time (e.g. 2026-11-28T12:00:00Z)", param_hint="--as-of"
+        ) from error
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+@app.command()
+def stats(
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="End of the 24 h / 30 day windows (ISO-8601; default now)."),
+    ] = None,
+    json_output: JsonFlag = None,
+) -> None:
+    """Archival health, user growth and storage (the database), plus the archivers' Redis stats.
+
+    On a terminal: tables with sparklines of conversations archived per hour (24 h) and new
+    users per day (30 days). Otherwise JSON: {"database": …, "archiver": … or null}. Without
+    REDIS_URL, or when Redis does not answer, the database part is still shown and the
+    archiver part is null (with the reason on stderr).
+    """
+    from ._cli_render import render_stats
+    from ._monitoring import read_archiver_stats
+
+    when = _parse_as_of(as_of)
+    with _client() as client:
+        database = client.get_stats(as_of=when)
+        redis_url = client.redis_url
+    archiver = None
+    note: str | None = None
+    if redis_url is None:
+        note = "REDIS_URL is not set: the archivers' counters were not read"
+    else:
+        redis_client = _archiver_redis(redis_url, ping=False)
+        try:
+            archiver = read_archiver_stats(redis_client)
+        except redis.RedisError as error:
+            note = f"Redis (REDIS_URL) did not answer: {error}"
+        finally:
+            redis_client.close()
+    if _want_json(json_output):
+        _print_json(
+            {
+                "database": database.model_dump(mode="json"),
+                "archiver": archiver.model_dump(mode="json") if archiver else None,
+            }
+        )
+        if note:
+            err.print(escape(note))
+        return
+    out.print(render_stats(database, archiver, width=out.width, archiver_note=note))
+
+
+@app.command()
+def maintain(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would change; change nothing.")
+    ] = False,
+    events_older_than: Annotated[
+        int,
+        typer.Option("--events-older-than", min=1, help="Move events older than this many days."),
+    ] = DEFAULT_EVENT_RETENTION_DAYS,
+    unlinked_older_than: Annotated[
+        int,
+        typer.Option(
+            "--unlinked-older-than",
+            min=1,
+            help="Delete conversations still unlinked this many days after archiving.",
+        ),
+    ] = DEFAULT_UNLINKED_RETENTION_DAYS,
+    json_output: JsonFlag = None,
+) -> None:
+    """Move old events to events_archive, delete stale unlinked conversations, ANALYZE.
+
+    Each task runs batch by batch (one short transaction each), so a large backlog never holds
+    long locks. Conversations with a user and recent events are never touched. pg_cron runs
+    the same functions on a schedule where the database has it (see the docs: operations).
+    """
+    from ._cli_render import render_maintenance
+    from ._monitoring import run_maintenance
+
+    with _client() as client:
+        if _stderr_is_terminal():
+            with err.status("maintenance: moving old events") as status:
+
+                def progress(task: str, rows: int) -> None:
+                    status.update(f"maintenance: {task}, last batch {rows:,} rows")
+
+                run = run_maintenance(
+                    client,
+                    dry_run=dry_run,
+                    events_older_than_days=events_older_than,
+                    unlinked_older_than_days=unlinked_older_than,
+                    on_batch=progress,
+                )
+        else:
+            run = run_maintenance(
+                client,
+                dry_run=dry_run,
+                events_older_than_days=events_older_than,
+                unlinked_older_than_days=unlinked_older_than,
+            )
+    if _want_json(json_output):
+        _print_json(run.as_dict())
+    else:
+        out.print(render_maintenance(run))
 
 
 def main(argv: list[str] | None = None) -> int:
