@@ -189,6 +189,7 @@ def _storage_tables(stats: IdentityStats, width: int) -> list[RenderableType]:
         title_justify="left",
         title_style="bold",
         box=box.SIMPLE_HEAD,
+        show_edge=False,
         pad_edge=False,
     )
     sizes.add_column("table", no_wrap=True)
@@ -212,7 +213,7 @@ def _storage_tables(stats: IdentityStats, width: int) -> list[RenderableType]:
         row.append(f"{t.seq_scans:,}/{t.index_scans:,}")
         sizes.add_row(*row)
 
-    indexes = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    indexes = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     indexes.add_column("index", overflow="fold", min_width=20)
     indexes.add_column("size", justify="right", no_wrap=True)
     indexes.add_column("scans", justify="right", no_wrap=True)
@@ -248,16 +249,16 @@ def render_maintenance(run: MaintenanceRun) -> RenderableType:
     unlinked = f"conversations unlinked for more than {run.unlinked_older_than_days} days: "
     if run.dry_run:
         eligible = run.unlinked_eligible or 0
-        shown = f" (the first {len(removed):,} below)" if eligible > len(removed) else ""
+        shown = f" ({len(removed):,} listed)" if eligible > len(removed) else ""
         lines.append(Text(unlinked + f"{eligible:,} would be deleted{shown}"))
     else:
         lines.append(Text(unlinked + f"deleted {len(removed):,}"))
     if removed:
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-        table.add_column("conversation", overflow="fold", min_width=20)
-        table.add_column("merchant / pending user", overflow="fold")
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        table.add_column("conversation", overflow="fold")
+        table.add_column("merchant or user", overflow="fold")
         table.add_column("messages", justify="right", no_wrap=True)
-        table.add_column("first archived (UTC)", no_wrap=True)
+        table.add_column("archived (UTC)", no_wrap=True)
         for conversation in removed:
             who = conversation.pending_user_id or conversation.merchant_id or ""
             table.add_row(

@@ -41,9 +41,13 @@ def test_health_reports_missing_functions(client: IdentityClient, api: respx.Moc
     )
     report = client.health()
     assert report["missing_functions"] == [
+        "analyze_tables",
         "archive_conversations",
+        "archive_old_events",
+        "delete_unlinked_conversations",
         "get_user_profile",
         "link_conversations",
+        "stats",
     ]
     assert report["tables"] == [{"name": "users", "rls": True}]
 
@@ -106,7 +110,7 @@ def test_iter_user_events_pages_by_created_at_and_id(
 
 async def test_async_rpc_and_iterator(aclient: AsyncIdentityClient, api: respx.MockRouter) -> None:
     api.post("/rpc/health").respond(200, json={"tables": [], "functions": []})
-    assert len((await aclient.health())["missing_functions"]) == 6
+    assert len((await aclient.health())["missing_functions"]) == 10
     rows = _rows(1)
     api.get("/conversations").respond(200, json=rows, headers={"Content-Range": "0-0/1"})
     got = [c async for c in aclient.iter_user_conversations(USER_ID)]
