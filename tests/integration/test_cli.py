@@ -279,7 +279,7 @@ def test_doctor_passes_against_the_stack(cli: Cli) -> None:
     by_name = {c["name"]: c for c in report["checks"]}
     assert by_name["configuration"]["detail"] == f"SUPABASE_URL={cli.env['SUPABASE_URL']}"
     assert "service" in by_name["key"]["detail"]
-    assert by_name["RLS"]["detail"] == "enabled on every table (3)"
+    assert by_name["RLS"]["detail"] == "enabled on every table (4)"
 
     text = cli.run("doctor", "--no-json")
     assert text.returncode == 0
