@@ -35,10 +35,9 @@ select ok(tests.plan_uses(
   'events_user_id_created_at_idx'),
   'a user''s events, newest first: events_user_id_created_at_idx');
 select ok(tests.plan_uses(
-  $$ select id from identity.events
-     where event_type = 'login' and created_at > '2026-01-01' $$,
+  $$ select id from identity.events where event_type = 'login' $$,
   'events_event_type_created_at_idx'),
-  'events of one type in a time range: events_event_type_created_at_idx');
+  'events of one type: events_event_type_created_at_idx');
 select ok(tests.plan_uses(
   $$ select id from identity.events
      where created_at < now() - interval '90 days' order by created_at limit 5000 $$,
