@@ -6,7 +6,7 @@
 begin;
 \ir _helpers.psql
 
-select plan(84);
+select plan(89);
 
 -- ---------------------------------------------------------------------------------------------
 -- Objects
@@ -216,7 +216,31 @@ select lives_ok(
 select throws_ok(
   $$ insert into identity.users (id, shop_domain)
      values ('user_0123456789abcdef', 'shape-check-2.myshopify.com') $$,
-  '23514', null, 'an id not shaped usr_<16+ lowercase hex/base32> is refused');
+  '23514', null, 'an id not starting with usr_ is refused');
+-- usr_ followed by 6 to 46 of [a-z0-9]: the short ids written before this package included.
+select lives_ok(
+  $$ insert into identity.users (id, shop_domain)
+     values ('usr_test123', 'shape-check-short-1.myshopify.com'),
+            ('usr_12345678', 'shape-check-short-2.myshopify.com'),
+            ('usr_abc123', 'shape-check-short-3.myshopify.com'),
+            ('usr_' || repeat('z', 46), 'shape-check-short-4.myshopify.com') $$,
+  'ids of 6 to 46 characters after usr_ are accepted (usr_test123, usr_12345678, ...)');
+select throws_ok(
+  $$ insert into identity.users (id, shop_domain)
+     values ('usr_abc12', 'shape-check-short-5.myshopify.com') $$,
+  '23514', null, 'an id of 5 characters after usr_ is refused');
+select throws_ok(
+  $$ insert into identity.users (id, shop_domain)
+     values ('usr_' || repeat('z', 47), 'shape-check-short-6.myshopify.com') $$,
+  '23514', null, 'an id of 47 characters after usr_ is refused');
+select throws_ok(
+  $$ insert into identity.users (id, shop_domain)
+     values ('usr_Test123', 'shape-check-short-7.myshopify.com') $$,
+  '23514', null, 'an id with an upper-case letter is refused');
+select throws_ok(
+  $$ insert into identity.users (id, shop_domain)
+     values ('usr_test_123', 'shape-check-short-8.myshopify.com') $$,
+  '23514', null, 'an id with a character outside [a-z0-9] after usr_ is refused');
 select throws_ok(
   $$ insert into identity.users (id, shop_domain)
      values ('usr_0123456789abcdef9999', 'evil.example.com') $$,
