@@ -6,7 +6,7 @@
 begin;
 \ir _helpers.psql
 
-select plan(89);
+select plan(90);
 
 -- ---------------------------------------------------------------------------------------------
 -- Objects
@@ -111,6 +111,8 @@ select is(
   'jsonb_array_length(messages)', 'message_count is generated as jsonb_array_length(messages)');
 select col_default_is('identity', 'conversations', 'messages', '[]'::jsonb,
   'conversations.messages defaults to []');
+select col_default_is('identity', 'conversations', 'id', 'gen_random_uuid()',
+  'conversations.id defaults to a random UUID (rows inserted by hand without one)');
 
 -- ---------------------------------------------------------------------------------------------
 -- identity.events
