@@ -6,7 +6,7 @@
 begin;
 \ir _helpers.psql
 
-select plan(90);
+select plan(93);
 
 -- ---------------------------------------------------------------------------------------------
 -- Objects
@@ -145,11 +145,12 @@ select set_eq(
 -- ---------------------------------------------------------------------------------------------
 -- Indexes
 -- ---------------------------------------------------------------------------------------------
-select indexes_are('identity', 'users', array['users_pkey', 'users_shop_domain_key'],
-  'users has exactly its primary key and the shop_domain unique index');
+select indexes_are('identity', 'users',
+  array['users_pkey', 'users_shop_domain_key', 'users_created_at_idx'],
+  'users has exactly its primary key, the shop_domain unique index and created_at');
 select indexes_are('identity', 'conversations',
   array['conversations_pkey', 'conversations_user_id_started_at_idx',
-        'conversations_source_id_key'],
+        'conversations_source_id_key', 'conversations_started_at_idx'],
   'conversations has exactly the expected indexes');
 select indexes_are('identity', 'events',
   array['events_pkey', 'events_user_id_created_at_idx', 'events_event_type_created_at_idx',
@@ -175,6 +176,21 @@ select is(
   'CREATE INDEX events_event_type_created_at_idx ON identity.events '
     'USING btree (event_type, created_at DESC)',
   'events by type: index on (event_type, created_at desc)');
+-- Monitoring: newest users, latest conversations and events across everyone
+-- (supabase/tests/06-monitoring-plans.sql checks that the planner uses them).
+select is(
+  pg_catalog.pg_get_indexdef('identity.users_created_at_idx'::regclass),
+  'CREATE INDEX users_created_at_idx ON identity.users USING btree (created_at DESC)',
+  'newest users first: index on users (created_at desc)');
+select is(
+  pg_catalog.pg_get_indexdef('identity.conversations_started_at_idx'::regclass),
+  'CREATE INDEX conversations_started_at_idx ON identity.conversations '
+    'USING btree (started_at DESC)',
+  'latest conversations first: index on conversations (started_at desc)');
+select is(
+  pg_catalog.pg_get_indexdef('identity.events_created_at_idx'::regclass),
+  'CREATE INDEX events_created_at_idx ON identity.events USING btree (created_at)',
+  'latest events (scanned backwards) and the oldest (archive batches): events (created_at)');
 -- Any foreign key (today's or a future one) must be the leading columns of some index.
 select is_empty(
   $$ select c.conrelid::regclass::text || '.' || c.conname
