@@ -9,61 +9,37 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
+from ._throwaway_stack import STACK, run_stack, throwaway_ports, throwaway_stack
+
 pytestmark = pytest.mark.integration
-STACK = Path(__file__).resolve().parents[2] / "scripts" / "stack"
-# Below Linux's ephemeral range (32768-60999); STACK_TEST_PORT_BASE moves them, so checkouts
-# that run their tests at the same time do not collide.
-_BASE = int(os.environ.get("STACK_TEST_PORT_BASE", "25300"))
-PORTS = {
-    "STACK_DB_PORT": str(_BASE + 22),
-    "STACK_API_PORT": str(_BASE + 21),
-    "STACK_POSTGREST_PORT": str(_BASE + 30),
-    "STACK_POSTGREST_ADMIN_PORT": str(_BASE + 31),
-    "STACK_REDIS_PORT": str(_BASE + 79),
-}
-
-
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(STACK), *args], env=env, capture_output=True, text=True, check=False, timeout=180
-    )
+PORTS = throwaway_ports(0)
 
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[dict[str, str]]:
-    # Under /var/tmp, not pytest's 0700 tmp folder: the postgres OS user must reach the cluster.
-    folder = Path(tempfile.mkdtemp(prefix="stack-test-", dir="/var/tmp"))
-    os.chmod(folder, 0o755)  # noqa: S103
-    values = {**os.environ, "STACK_DIR": str(folder / ".stack"), **PORTS}
-    try:
+    with throwaway_stack("stack-test-", PORTS) as values:
         yield values
-    finally:
-        run(values, "down")
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_unknown_subcommand_lists_the_valid_ones(env: dict[str, str]) -> None:
-    done = run(env, "start")
+    done = run_stack(env, "start")
     assert done.returncode == 2
     assert "invalid choice: 'start'" in done.stderr
     assert "'up', 'down', 'status', 'env', 'reset'" in done.stderr
 
 
 def test_env_before_the_first_up_says_to_run_up(env: dict[str, str]) -> None:
-    done = run(env, "env")
+    done = run_stack(env, "env")
     assert done.returncode == 1
     assert "run `scripts/stack up` first" in done.stderr
 
@@ -72,34 +48,33 @@ def test_port_in_use_names_the_variable_to_change(env: dict[str, str]) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", int(PORTS["STACK_REDIS_PORT"])))
         squatter.listen()
-        done = run(env, "up", "redis")
+        done = run_stack(env, "up", "redis")
     assert done.returncode == 1
     assert f"port {PORTS['STACK_REDIS_PORT']} is already in use" in done.stderr
     assert "STACK_REDIS_PORT=<port>" in done.stderr
 
 
 def test_missing_binary_says_how_to_install_it(env: dict[str, str]) -> None:
-    done = run({**env, "STACK_PG_BIN": "/nonexistent/bin"}, "up", "postgres")
+    done = run_stack({**env, "STACK_PG_BIN": "/nonexistent/bin"}, "up", "postgres")
     assert done.returncode == 1
     assert "/nonexistent/bin/initdb not found" in done.stderr
     assert "apt-get install postgresql-15" in done.stderr
 
 
 def test_up_keeps_data_and_reset_deletes_it(env: dict[str, str]) -> None:
-    assert run(env, "up").returncode == 0
-    assert run(env, "status").returncode == 0
-    exports = dict(
-        line.removeprefix("export ").split("=", 1) for line in run(env, "env").stdout.splitlines()
-    )
+    assert run_stack(env, "up").returncode == 0
+    assert run_stack(env, "status").returncode == 0
+    printed = run_stack(env, "env").stdout.splitlines()
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in printed)
     with psycopg.connect(exports["SUPABASE_DB_URL"], autocommit=True) as db:
         db.execute("create table public.keep_me (id int)")
-    assert run(env, "down").returncode == 0
-    assert run(env, "status").returncode == 3
-    assert run(env, "up").returncode == 0
+    assert run_stack(env, "down").returncode == 0
+    assert run_stack(env, "status").returncode == 3
+    assert run_stack(env, "up").returncode == 0
     with psycopg.connect(exports["SUPABASE_DB_URL"], autocommit=True) as db:
         assert db.execute("select to_regclass('public.keep_me')::text").fetchone() == ("keep_me",)
 
-    done = run(env, "reset")
+    done = run_stack(env, "reset")
     assert done.returncode == 0
     assert "reset: deleted the local database and Redis data" in done.stdout
     with psycopg.connect(exports["SUPABASE_DB_URL"], autocommit=True) as db:
