@@ -39,12 +39,15 @@ select is_empty(
 -- ---------------------------------------------------------------------------------------------
 -- Policies: read-only, own rows, authenticated only; the claim read once per statement.
 -- ---------------------------------------------------------------------------------------------
-select policies_are('identity', 'users', array['Users can read their own user row'],
-  'users has exactly one policy');
-select policies_are('identity', 'conversations', array['Users can read their own conversations'],
-  'conversations has exactly one policy');
-select policies_are('identity', 'events', array['Users can read their own events'],
-  'events has exactly one policy');
+select policies_are('identity', 'users',
+  array['Users can read their own user row', 'Counts come from visible rows, never from planner estimates'],
+  'users has its read policy and the planner-count guard');
+select policies_are('identity', 'conversations',
+  array['Users can read their own conversations', 'Counts come from visible rows, never from planner estimates'],
+  'conversations has its read policy and the planner-count guard');
+select policies_are('identity', 'events',
+  array['Users can read their own events', 'Counts come from visible rows, never from planner estimates'],
+  'events has its read policy and the planner-count guard');
 select policy_cmd_is('identity', 'users', 'Users can read their own user row', 'select',
   'the users policy is for SELECT');
 select policy_cmd_is('identity', 'conversations', 'Users can read their own conversations',
@@ -59,16 +62,22 @@ select policy_roles_are('identity', 'events', 'Users can read their own events',
   array['authenticated'], 'the events policy applies to authenticated only');
 select is_empty(
   $$ select tablename || ': ' || policyname from pg_catalog.pg_policies
-     where schemaname = 'identity' and roles && array['public', 'anon']::name[] $$,
-  'no identity policy applies to anon or PUBLIC');
+     where schemaname = 'identity' and permissive = 'PERMISSIVE'
+       and roles && array['public', 'anon']::name[] $$,
+  'no permissive identity policy applies to anon or PUBLIC');
 select is_empty(
   $$ select tablename || ': ' || policyname from pg_catalog.pg_policies
      where schemaname = 'identity' and cmd <> 'SELECT' $$,
   'no identity policy allows a write');
-select is_empty(
-  $$ select tablename || ': ' || policyname from pg_catalog.pg_policies
+select set_eq(
+  $$ select tablename::text || ': ' || policyname::text || ' ' || array_to_string(roles, ',')
+            || ' ' || cmd || ' ' || qual
+     from pg_catalog.pg_policies
      where schemaname = 'identity' and permissive <> 'PERMISSIVE' $$,
-  'identity policies are all permissive (no restrictive policy assumed)');
+  array['users: Counts come from visible rows, never from planner estimates public SELECT identity_guard.forbid_planner_counts()',
+        'conversations: Counts come from visible rows, never from planner estimates public SELECT identity_guard.forbid_planner_counts()',
+        'events: Counts come from visible rows, never from planner estimates public SELECT identity_guard.forbid_planner_counts()'],
+  'the only restrictive policies are the planner-count guards, one per table, for every role');
 select is_empty(
   $$ select tablename || ': ' || policyname from pg_catalog.pg_policies
      where schemaname = 'identity'
