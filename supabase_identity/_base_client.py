@@ -41,6 +41,7 @@ from ._constants import (
     CONVERSATION_LIST_COLUMNS,
     EVENT_COLUMNS,
     INITIAL_RETRY_DELAY,
+    MAX_CURSOR_LENGTH,
     MAX_EMAIL_LENGTH,
     MAX_MAINTENANCE_BATCH,
     MAX_NAME_LENGTH,
@@ -80,6 +81,7 @@ from ._validation import (
     normalize_shop_domain,
     validate_event_data,
     validate_event_type,
+    validate_json,
     validate_optional_text,
     validate_page,
     validate_user_id,
@@ -185,7 +187,22 @@ def encode_cursor(started_at: datetime, conversation_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """Inverse of :func:`encode_cursor`; ``ValidationError`` for anything it did not produce."""
+    """Inverse of :func:`encode_cursor`; ``ValidationError`` for anything it did not produce.
+
+    A cursor longer than ``MAX_CURSOR_LENGTH`` is refused before it is decoded: it cannot be
+    one of ours, and the bound also bounds how deeply its JSON can nest.
+    """
+    if not isinstance(cursor, str):
+        raise ValidationError(
+            f"cursor must be a string, got {type(cursor).__name__}", field="cursor", rule="type"
+        )
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise ValidationError(
+            f"cursor is {len(cursor)} characters long; a cursor returned by "
+            f"get_user_conversations has at most {MAX_CURSOR_LENGTH}",
+            field="cursor",
+            rule="max_length",
+        )
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         started, conv_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -195,7 +212,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         if when.tzinfo is None:
             raise ValueError("naive timestamp")
         return when, uuid.UUID(conv_id)
-    except (ValueError, TypeError, binascii.Error) as err:
+    # ValueError covers UnicodeEncodeError (a lone surrogate) and JSONDecodeError; RecursionError
+    # cannot happen within the length bound, but nothing from the decoder may escape as itself.
+    except (ValueError, TypeError, binascii.Error, RecursionError) as err:
         raise ValidationError(
             "cursor is not a cursor returned by get_user_conversations",
             field="cursor",
@@ -209,8 +228,22 @@ def new_user_id() -> str:
 
 
 def encode_json(value: Any) -> bytes:
-    """Compact UTF-8 JSON; NaN is refused (PostgREST would reject it anyway)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """Compact UTF-8 JSON; NaN is refused (PostgREST would reject it anyway).
+
+    Public entry points validate their arguments first (``_validation``); whatever still cannot
+    be encoded is reported as a ``ValidationError`` of the request body, never as the encoder's
+    own exception.
+    """
+    try:
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
+    except (TypeError, ValueError, RecursionError) as err:  # ValueError: UnicodeEncodeError too
+        raise ValidationError(
+            f"the request body is not JSON that can be sent: {type(err).__name__}",
+            field="body",
+            rule="json_serializable",
+        ) from err
 
 
 class BaseIdentityClient:
@@ -391,6 +424,15 @@ class BaseIdentityClient:
                 field="function",
                 rule="identifier",
             )
+        if encoded is None and params is not None:
+            if not isinstance(params, Mapping):
+                raise ValidationError(
+                    f"params must be a mapping of argument names to JSON values, got "
+                    f"{type(params).__name__}",
+                    field="params",
+                    rule="json_object",
+                )
+            validate_json(params, field="params")
         spec = self._spec(f"rpc/{function}", rest.rpc(function, dict(params or {})))
         # A caller that already serialized the body (the archiver measures every row's size
         # to bound its batches) sends those bytes: the same JSON is not encoded twice.

@@ -38,6 +38,8 @@ DEFAULT_CONNECTION_LIMITS: Final = httpx.Limits(
 DEFAULT_USER_TOKEN_TTL: Final = 300
 #: A minted token is replaced when fewer than this many seconds of validity remain.
 USER_TOKEN_REFRESH_MARGIN: Final = 30
+#: HS256 wants a key of at least 32 bytes (RFC 7518 §3.2); Supabase's JWT secrets are that long.
+MIN_JWT_SECRET_BYTES: Final = 32
 
 # --- validation limits (mirror the CHECK constraints in supabase/migrations) ------------------
 USER_ID_PATTERN: Final = r"^usr_[a-z0-9]{16,46}$"
@@ -49,6 +51,14 @@ MAX_EMAIL_LENGTH: Final = 255
 MAX_NAME_LENGTH: Final = 255
 MAX_SHOPIFY_ID_LENGTH: Final = 100
 MAX_CONVERSATION_ID_LENGTH: Final = 512
+MAX_MERCHANT_ID_LENGTH: Final = 255
+MAX_SHOP_DOMAIN_LENGTH: Final = 255
+MAX_WORKFLOW_NAME_LENGTH: Final = 255
+#: JSON arguments (event data, RPC parameters) nest objects and arrays at most this deep: far
+#: beyond any real event, and far below the depth at which encoders run out of stack.
+MAX_JSON_DEPTH: Final = 32
+#: A keyset cursor is about 100 characters; anything longer was not made by this package.
+MAX_CURSOR_LENGTH: Final = 512
 MIN_PAGE_LIMIT: Final = 1
 MAX_PAGE_LIMIT: Final = 100
 DEFAULT_PAGE_LIMIT: Final = 20

@@ -21,9 +21,18 @@ from typing import Any
 
 import jwt
 
-from ._constants import REDACTED_KEY_PREFIX_LENGTH, USER_SUBJECT_PREFIX
+from ._constants import MIN_JWT_SECRET_BYTES, REDACTED_KEY_PREFIX_LENGTH, USER_SUBJECT_PREFIX
+from ._exceptions import ValidationError
+from ._validation import validate_text, validate_user_id
 
-__all__ = ["KeyInfo", "Privilege", "classify_key", "mint_user_token", "redact", "user_subject"]
+__all__ = [
+    "KeyInfo",
+    "Privilege",
+    "classify_key",
+    "mint_user_token",
+    "redact",
+    "user_subject",
+]
 
 
 class Privilege(enum.StrEnum):
@@ -58,6 +67,10 @@ _ROLE_PRIVILEGE = {
 
 def classify_key(key: str) -> KeyInfo:
     """Tell which privilege ``key`` (an API key or an access token) carries, without a request."""
+    if not isinstance(key, str):
+        raise ValidationError(
+            f"key must be a string, got {type(key).__name__}", field="key", rule="type"
+        )
     if key.startswith("sb_secret_"):
         return KeyInfo("secret", Privilege.SERVICE)
     if key.startswith("sb_publishable_"):
@@ -65,7 +78,7 @@ def classify_key(key: str) -> KeyInfo:
     if key.count(".") == 2:
         try:
             claims: dict[str, Any] = jwt.decode(key, options={"verify_signature": False})
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError):  # ValueError: text that is not even ASCII
             return KeyInfo("opaque", Privilege.UNKNOWN)
         role = claims.get("role")
         role_str = role if isinstance(role, str) else None
@@ -84,6 +97,7 @@ def redact(secret: str | None) -> str:
 
 def user_subject(user_id: str) -> str:
     """The JWT ``sub`` for a ``usr_…`` id: a deterministic UUIDv5 (Supabase expects a UUID)."""
+    validate_user_id(user_id)
     return str(uuid.uuid5(uuid.NAMESPACE_URL, USER_SUBJECT_PREFIX + user_id))
 
 
@@ -93,6 +107,15 @@ def mint_user_token(user_id: str, jwt_secret: str, *, ttl: int, now: float | Non
     The claims are what the RLS policies read: ``app_metadata.user_id`` (server-controlled in
     Supabase Auth, unlike ``user_metadata``), plus ``role``/``aud`` for PostgREST.
     """
+    validate_user_id(user_id)
+    validate_text(jwt_secret, field="jwt_secret", required=True)
+    if len(jwt_secret.encode("utf-8")) < MIN_JWT_SECRET_BYTES:
+        raise ValidationError(
+            f"jwt_secret is shorter than {MIN_JWT_SECRET_BYTES} bytes; a Supabase project's JWT "
+            "secret is at least that long (Dashboard → Project Settings → API → JWT secret)",
+            field="jwt_secret",
+            rule="min_length",
+        )
     issued = int(time.time() if now is None else now)
     claims = {
         "role": "authenticated",
@@ -109,7 +132,8 @@ def token_expiry(token: str) -> float | None:
     """The ``exp`` claim of ``token`` (unverified), or ``None`` if it has none."""
     try:
         claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, ValueError):
         return None
     exp = claims.get("exp")
     return float(exp) if isinstance(exp, int | float) else None
+

@@ -4,11 +4,18 @@ Everything here is pure and raises :class:`~supabase_identity.ValidationError` n
 and the rule, so that bad input fails in the caller's process with a useful message instead of
 as an opaque 400 from PostgREST (or, worse, as an event that poisons the outbox later). The rules
 mirror the CHECK constraints in ``supabase/migrations``.
+
+Input that the encoders below would choke on is refused here too, never passed on to fail as a
+foreign exception: strings that are not valid Unicode (a lone surrogate such as ``"\\ud800"``,
+which ``json.loads`` and ``os.fsdecode`` produce, cannot be encoded as UTF-8), JSON nested deeper
+than ``MAX_JSON_DEPTH`` (walked iteratively, so no ``RecursionError``), values of the wrong type,
+and sizes over the limits in ``_constants``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -20,6 +27,7 @@ from ._constants import (
     MAX_CONVERSATION_ID_LENGTH,
     MAX_EVENT_DATA_BYTES,
     MAX_EVENT_TYPE_LENGTH,
+    MAX_JSON_DEPTH,
     MAX_PAGE_LIMIT,
     MIN_PAGE_LIMIT,
     SHOP_DOMAIN_PATTERN,
@@ -31,21 +39,131 @@ from ._types import JSONObject
 __all__ = [
     "conversation_uuid",
     "normalize_shop_domain",
+    "validate_conversation_id",
     "validate_event_data",
     "validate_event_type",
+    "validate_json",
     "validate_optional_text",
     "validate_page",
+    "validate_text",
+    "validate_text_map",
     "validate_user_id",
 ]
 
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
 _SHOP_RE = re.compile(SHOP_DOMAIN_PATTERN)
 _EVENT_TYPE_RE = re.compile(EVENT_TYPE_PATTERN)
+#: UTF-16 surrogate code points: valid in a Python str, never in UTF-8 (so never in Postgres).
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+#: Key types ``json.dumps`` turns into strings in nested objects (and that were always accepted).
+_JSON_SCALAR_KEYS = (str, int, float, bool, type(None))
 
 
 def _show(value: object, limit: int = 80) -> str:
-    text = repr(value)
+    text = repr(value[: limit * 2] if isinstance(value, str) else value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_unicode(value: str, *, field: str) -> None:
+    found = _SURROGATE_RE.search(value)
+    if found is not None:
+        raise ValidationError(
+            f"{field} is not valid Unicode: it holds the lone surrogate "
+            f"U+{ord(found.group()):04X} at index {found.start()}, which no UTF-8 text (and so "
+            "no request or database row) can carry",
+            field=field,
+            rule="unicode",
+        )
+
+
+def validate_text(
+    value: str, *, field: str, max_length: int | None = None, required: bool = False
+) -> str:
+    """Check a free-text argument: a ``str``, valid Unicode, at most ``max_length`` characters.
+
+    ``required`` also refuses an empty or all-whitespace string. The value is returned as given.
+    """
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"{field} must be a string, got {type(value).__name__}", field=field, rule="type"
+        )
+    if max_length is not None and len(value) > max_length:
+        raise ValidationError(
+            f"{field} is {len(value)} characters long; the limit is {max_length}",
+            field=field,
+            rule="max_length",
+        )
+    _check_unicode(value, field=field)
+    if required and not value.strip():
+        raise ValidationError(f"{field} must not be empty", field=field, rule="non_empty")
+    return value
+
+
+def validate_text_map(values: Mapping[str, str] | None, *, field: str) -> dict[str, str]:
+    """Check a mapping of extra text fields (Redis hash fields): ``str`` keys and values."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise ValidationError(
+            f"{field} must be a mapping of strings, got {type(values).__name__}",
+            field=field,
+            rule="type",
+        )
+    for key, item in values.items():
+        validate_text(key, field=f"{field} key")
+        validate_text(item, field=f"{field}[{_show(key, 40)}]")
+    return dict(values)
+
+
+def validate_json(value: Any, *, field: str, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Check that ``value`` is JSON the package can send, or raise ``ValidationError``.
+
+    JSON types only (dict, list/tuple, str, int, float, bool, None), finite numbers, strings
+    (keys included) that are valid Unicode, and objects/arrays nested at most ``max_depth``
+    deep (the top level is depth 1). The walk is iterative and depth-first, so neither a deep
+    nor a self-referencing value can exhaust the stack: the depth limit stops both.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_unicode(item, field=field)
+        elif item is None or isinstance(item, int):  # bool is an int
+            continue
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValidationError(
+                    f"{field} is not JSON-serializable: it holds {item}, which JSON cannot "
+                    "represent",
+                    field=field,
+                    rule="json_serializable",
+                )
+        elif isinstance(item, Mapping | list | tuple):
+            if depth > max_depth:
+                raise ValidationError(
+                    f"{field} nests objects or arrays more than {max_depth} levels deep",
+                    field=field,
+                    rule="max_depth",
+                )
+            if isinstance(item, Mapping):
+                for key, child in item.items():
+                    if not isinstance(key, _JSON_SCALAR_KEYS):
+                        raise ValidationError(
+                            f"{field} keys must be strings, got {_show(key)}",
+                            field=field,
+                            rule="string_keys",
+                        )
+                    if isinstance(key, str):
+                        _check_unicode(key, field=field)
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        else:
+            raise ValidationError(
+                f"{field} is not JSON-serializable: it holds a {type(item).__name__}",
+                field=field,
+                rule="json_serializable",
+            )
 
 
 def normalize_shop_domain(shop_domain: str) -> str:
@@ -123,9 +241,10 @@ def _reject_nan(value: str) -> float:
 def validate_event_data(event_data: Mapping[str, Any] | None) -> JSONObject:
     """Return a detached, JSON-clean copy of ``event_data`` or raise ``ValidationError``.
 
-    Rules: a mapping with string keys; JSON-serializable; no NaN/Infinity (not JSON); no NUL
-    characters (Postgres ``jsonb`` rejects ``\\u0000``, which would make the whole delivery batch
-    fail); at most 32 KiB once serialized as UTF-8. The copy is round-tripped through JSON, so a
+    Rules: a mapping with string keys; JSON types only (see :func:`validate_json`: valid Unicode,
+    no NaN/Infinity, at most ``MAX_JSON_DEPTH`` levels); no NUL characters (Postgres ``jsonb``
+    rejects ``\\u0000``, which would make the whole delivery batch fail); at most 32 KiB once
+    serialized as UTF-8. The copy is round-tripped through JSON, so a
     caller mutating its dict afterwards cannot change an event waiting in the outbox.
     """
     if event_data is None:
@@ -143,10 +262,13 @@ def validate_event_data(event_data: Mapping[str, Any] | None) -> JSONObject:
             field="event_data",
             rule="string_keys",
         )
+    validate_json(event_data, field="event_data")
     try:
-        text = json.dumps(event_data, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(
+            dict(event_data), allow_nan=False, ensure_ascii=False, separators=(",", ":")
+        )
         encoded = text.encode("utf-8")
-    except (TypeError, ValueError) as err:  # UnicodeEncodeError is a ValueError
+    except (TypeError, ValueError) as err:  # e.g. a nested Mapping that is not a dict
         raise ValidationError(
             f"event_data is not JSON-serializable: {err}",
             field="event_data",
@@ -170,7 +292,8 @@ def validate_event_data(event_data: Mapping[str, Any] | None) -> JSONObject:
 
 
 def validate_optional_text(value: str | None, *, field: str, max_length: int) -> str | None:
-    """Strip an optional text argument; empty becomes ``None``; NULs and overlong values fail."""
+    """Strip an optional text argument; empty becomes ``None``; NULs, lone surrogates and overlong
+    values fail."""
     if value is None:
         return None
     if not isinstance(value, str):
@@ -188,13 +311,7 @@ def validate_optional_text(value: str | None, *, field: str, max_length: int) ->
             field=field,
             rule="no_nul",
         )
-    if len(value) > max_length:
-        raise ValidationError(
-            f"{field} is {len(value)} characters long; the limit is {max_length}",
-            field=field,
-            rule="max_length",
-        )
-    return value
+    return validate_text(value, field=field, max_length=max_length)
 
 
 def validate_page(limit: int, offset: int) -> tuple[int, int]:
@@ -226,19 +343,24 @@ def conversation_uuid(conversation_id: str | uuid.UUID) -> uuid.UUID:
     """
     if isinstance(conversation_id, uuid.UUID):
         return conversation_id
-    if not isinstance(conversation_id, str) or not conversation_id.strip():
+    if not isinstance(conversation_id, str):
         raise ValidationError(
             "conversation_id must be a non-empty string or UUID",
             field="conversation_id",
             rule="non_empty",
         )
-    if len(conversation_id) > MAX_CONVERSATION_ID_LENGTH:
-        raise ValidationError(
-            f"conversation_id is longer than {MAX_CONVERSATION_ID_LENGTH} characters",
-            field="conversation_id",
-            rule="max_length",
-        )
+    validate_conversation_id(conversation_id)
     try:
         return uuid.UUID(conversation_id)
     except ValueError:
         return uuid.uuid5(uuid.NAMESPACE_URL, CONVERSATION_UUID_PREFIX + conversation_id)
+
+
+def validate_conversation_id(conversation_id: str, *, field: str = "conversation_id") -> str:
+    """Check a conversation id as the agents service writes it in Redis keys (returned as is).
+
+    A non-empty string of valid Unicode, at most 512 characters (the ``source_id`` column).
+    """
+    return validate_text(
+        conversation_id, field=field, max_length=MAX_CONVERSATION_ID_LENGTH, required=True
+    )

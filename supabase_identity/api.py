@@ -67,6 +67,7 @@ from ._client import AsyncIdentityClient
 from ._constants import (
     DEFAULT_PAGE_LIMIT,
     MAX_CONVERSATION_ID_LENGTH,
+    MAX_CURSOR_LENGTH,
     MAX_PAGE_LIMIT,
     MIN_PAGE_LIMIT,
     USER_ID_PATTERN,
@@ -89,8 +90,6 @@ log = logging.getLogger("supabase_identity")
 
 #: PostgREST's offset is a Postgres ``bigint``; larger values are a 422 here, not a backend error.
 MAX_OFFSET: Final = 2**63 - 1
-#: Cursors are base64url text of about 100 characters; anything much longer is not one of ours.
-MAX_CURSOR_LENGTH: Final = 512
 CURSOR_PATTERN: Final = r"^[A-Za-z0-9_-]+$"
 #: ``Retry-After`` sent with a 503 when Supabase is unreachable (seconds).
 DEFAULT_RETRY_AFTER: Final = 5

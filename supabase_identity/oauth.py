@@ -23,7 +23,18 @@ import redis
 import redis.asyncio
 
 from ._client import AsyncIdentityClient, IdentityClient
-from ._validation import normalize_shop_domain
+from ._constants import (
+    MAX_EMAIL_LENGTH,
+    MAX_MERCHANT_ID_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_SHOPIFY_ID_LENGTH,
+)
+from ._validation import (
+    normalize_shop_domain,
+    validate_conversation_id,
+    validate_optional_text,
+    validate_text,
+)
 from .archive._layout import (
     SET_IF_EXISTS_SCRIPT,
     ConversationStore,
@@ -72,6 +83,23 @@ def _event_data(shop: str, is_new: bool) -> dict[str, Any]:
     return {"shop": shop, "first_time": is_new}
 
 
+def _check_arguments(
+    email: str | None,
+    name: str | None,
+    shopify_id: str | None,
+    merchant_id: str | None,
+    conversation_id: str | None,
+) -> None:
+    """Refuse bad arguments before the first side effect (the user, the event, Redis)."""
+    validate_optional_text(email, field="email", max_length=MAX_EMAIL_LENGTH)
+    validate_optional_text(name, field="name", max_length=MAX_NAME_LENGTH)
+    validate_optional_text(shopify_id, field="shopify_id", max_length=MAX_SHOPIFY_ID_LENGTH)
+    if merchant_id is not None:
+        validate_text(merchant_id, field="merchant_id", max_length=MAX_MERCHANT_ID_LENGTH)
+    if conversation_id is not None:
+        validate_conversation_id(conversation_id)
+
+
 def complete_oauth(
     shop_domain: str,
     *,
@@ -90,13 +118,15 @@ def complete_oauth(
     on its Redis session so the archiver links it without a merchant lookup.
 
     Raises:
-        ValidationError: ``shop_domain`` is not ``<name>.myshopify.com``.
+        ValidationError: ``shop_domain`` is not ``<name>.myshopify.com``, or another argument
+            breaks its rule (checked before anything is written).
     """
+    shop = normalize_shop_domain(shop_domain)
+    _check_arguments(email, name, shopify_id, merchant_id, conversation_id)
     if client is None:
         from ._default import get_default_client
 
         client = get_default_client()
-    shop = normalize_shop_domain(shop_domain)
     merchant = merchant_id or merchant_id_for(shop)
     user_id, is_new = client.get_or_create_user(shop, email=email, name=name, shopify_id=shopify_id)
     client.log_user_event(user_id, OAUTH_EVENT, _event_data(shop, is_new))
@@ -120,6 +150,7 @@ async def acomplete_oauth(
 ) -> OAuthResult:
     """:func:`complete_oauth` for async services; never blocks the event loop."""
     shop = normalize_shop_domain(shop_domain)
+    _check_arguments(email, name, shopify_id, merchant_id, conversation_id)
     merchant = merchant_id or merchant_id_for(shop)
     user_id, is_new = await client.get_or_create_user(
         shop, email=email, name=name, shopify_id=shopify_id

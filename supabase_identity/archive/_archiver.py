@@ -47,6 +47,7 @@ from .._exceptions import (
     IdentityError,
     ValidationError,
 )
+from .._validation import validate_conversation_id, validate_user_id
 from ._layout import DUE_KEY, conversation_key, merchant_key, message_key, session_key
 from ._rows import RawConversation, build_row, shop_from_merchant, user_id_candidates
 
@@ -346,7 +347,15 @@ class ConversationArchiver:
     def archive(
         self, conversation_ids: Sequence[str], *, user_id: str | None = None
     ) -> ArchiveReport:
-        """Archive these conversations now, whatever their TTL (``archive_conversation``)."""
+        """Archive these conversations now, whatever their TTL (``archive_conversation``).
+
+        Raises:
+            ValidationError: an id is not a conversation id, or ``user_id`` not a user id.
+        """
+        for conversation_id in conversation_ids:
+            validate_conversation_id(conversation_id)
+        if user_id is not None:
+            validate_user_id(user_id)
         report = ArchiveReport()
         page = [_Candidate(cid, None, -1, False, False) for cid in conversation_ids]
         report.found = len(page)
@@ -967,6 +976,9 @@ def archive_conversation(
     (the reason is logged and kept in the dead-letter hash). Backend outages raise
     :class:`~supabase_identity.BackendUnavailableError`.
     """
+    validate_conversation_id(conversation_id)
+    if user_id is not None:
+        validate_user_id(user_id)
     if client is None:
         from .._default import get_default_client
 

@@ -30,7 +30,17 @@ from typing import Any, Final
 
 import redis
 
-from .._validation import validate_user_id
+from .._constants import (
+    MAX_MERCHANT_ID_LENGTH,
+    MAX_SHOP_DOMAIN_LENGTH,
+    MAX_WORKFLOW_NAME_LENGTH,
+)
+from .._validation import (
+    validate_conversation_id,
+    validate_text,
+    validate_text_map,
+    validate_user_id,
+)
 
 __all__ = [
     "DUE_KEY",
@@ -167,6 +177,8 @@ class ConversationStore:
 
     Every call is one atomic round trip (a MULTI pipeline or a server-side script), so a crash
     never leaves a message without its counter or a conversation without its expiry entry.
+    Arguments are checked before it (``ValidationError``): text must be valid Unicode ``str``,
+    conversation ids at most 512 characters, merchant ids and workflow names at most 255.
     """
 
     def __init__(
@@ -205,16 +217,19 @@ class ConversationStore:
         overwrites only what is given (a known user is never blanked, ``started_at`` is kept)
         and refreshes every key of it, messages included, to one deadline.
         """
+        validate_conversation_id(conversation_id)
         given: dict[str, str] = {}
         if user_id is not None:
             given["user_id"] = validate_user_id(user_id)
         if merchant_id is not None:
-            given["merchant_id"] = merchant_id
+            given["merchant_id"] = _merchant(merchant_id)
         if workflow_name is not None:
-            given["workflow_name"] = workflow_name
+            given["workflow_name"] = validate_text(
+                workflow_name, field="workflow_name", max_length=MAX_WORKFLOW_NAME_LENGTH
+            )
         if started_at is not None:
             given["started_at"] = started_at.isoformat()
-        given.update(extra or {})
+        given.update(validate_text_map(extra, field="extra"))
         defaults = {
             "user_id": "",
             "merchant_id": "",
@@ -241,7 +256,10 @@ class ConversationStore:
         Only keys that exist are touched (a write to an expired conversation would create a
         hash that never expires); returns whether the conversation was there.
         """
+        validate_conversation_id(conversation_id)
         user_id = validate_user_id(user_id)
+        if merchant_id is not None:
+            _merchant(merchant_id)
         args = ["user_id", user_id] + (["merchant_id", merchant_id] if merchant_id else [])
         keys = [session_key(conversation_id), conversation_key(conversation_id)]
         return bool(self._set_fields(keys=keys, args=args))
@@ -256,10 +274,11 @@ class ConversationStore:
         extra: Mapping[str, str] | None = None,
     ) -> int:
         """Append one message; returns its sequence number (0-based)."""
+        validate_conversation_id(conversation_id)
         fields: dict[str, str] = {
-            **(extra or {}),
-            "sender": sender,
-            "content": content,
+            **validate_text_map(extra, field="extra"),
+            "sender": validate_text(sender, field="sender"),
+            "content": validate_text(content, field="content"),
             "timestamp": (timestamp or datetime.now(UTC)).isoformat(),
         }
         flat = _flatten(fields)
@@ -275,6 +294,7 @@ class ConversationStore:
         Returns ``False`` (and writes nothing) when the conversation is no longer in Redis: an
         ``ended_at`` on a vanished key would create a hash that never expires.
         """
+        validate_conversation_id(conversation_id)
         ended = (ended_at or datetime.now(UTC)).isoformat()
         return bool(
             self._end(
@@ -290,6 +310,12 @@ class ConversationStore:
         A read-modify-write under WATCH: a concurrent writer of the same key (the auth service
         storing a token) makes the transaction retry instead of losing either update.
         """
+        validate_text(
+            shop_domain, field="shop_domain", max_length=MAX_SHOP_DOMAIN_LENGTH, required=True
+        )
+        validate_user_id(user_id)
+        if merchant_id is not None:
+            _merchant(merchant_id)
         key = merchant_key(shop_domain)
 
         def merge(pipe: redis.client.Pipeline) -> None:
@@ -303,6 +329,10 @@ class ConversationStore:
             )
 
         self._redis.transaction(merge, key)
+
+
+def _merchant(merchant_id: str) -> str:
+    return validate_text(merchant_id, field="merchant_id", max_length=MAX_MERCHANT_ID_LENGTH)
 
 
 def merchant_record(

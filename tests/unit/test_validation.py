@@ -131,7 +131,7 @@ class _Unserializable:
         ({"x": float("inf")}, "json_serializable"),
         ({"x": _Unserializable()}, "json_serializable"),
         ({"when": datetime.now(UTC)}, "json_serializable"),
-        ({"x": "\ud800"}, "json_serializable"),
+        ({"x": "\ud800"}, "unicode"),
         ({"x": "nul\x00byte"}, "no_nul"),
         ({"nul\x00key": 1}, "no_nul"),
         ({1: "int key"}, "string_keys"),
