@@ -61,7 +61,7 @@ from ._exceptions import (
     ValidationError,
     make_api_error,
 )
-from ._keys import Privilege, classify_key, mint_user_token, redact, token_expiry
+from ._keys import Privilege, classify_key, mint_user_token, redact, scrub, token_expiry
 from ._models import (
     AnalyzeResult,
     Conversation,
@@ -290,11 +290,11 @@ class BaseIdentityClient:
         return [s for s in found if s]
 
     def _redact(self, text: str) -> str:
-        """Replace any secret this client holds by its redacted form."""
+        """Replace any secret this client holds, and anything shaped like one, by its redaction."""
         for secret in sorted(self._secrets(), key=len, reverse=True):
             if secret in text:
                 text = text.replace(secret, redact(secret))
-        return text
+        return scrub(text)
 
     def _bearer(self) -> str:
         """The token to send as ``Authorization: Bearer``, minting a fresh one when needed."""

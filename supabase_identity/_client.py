@@ -84,7 +84,7 @@ from ._models import (
     UserProfile,
 )
 from ._outbox import AsyncMemoryOutbox, AsyncRedisOutbox, MemoryOutbox, RedisOutbox
-from ._settings import Settings, load_settings
+from ._settings import Settings, check_credential, load_settings
 from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, given
 from ._validation import validate_user_id
 from ._version import __version__
@@ -139,10 +139,14 @@ def _resolve(
     environ: Mapping[str, str] | None,
 ) -> _Credentials:
     """Apply the precedence explicit argument > environment > .env.local > .env."""
+    for value, name in ((key, "key"), (public_key, "public_key"), (access_token, "access_token")):
+        if value is not None:
+            check_credential(value, name=f"the {name} argument")
+    given_redis = None if isinstance(redis_url, NotGiven) else redis_url
     settings: Settings = load_settings(
         env_dir=env_dir,
         environ=environ,
-        overrides={"supabase_url": url, "jwt_secret": jwt_secret},
+        overrides={"supabase_url": url, "jwt_secret": jwt_secret, "redis_url": given_redis},
     )
     if settings.supabase_url is None:
         raise ConfigError(

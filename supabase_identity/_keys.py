@@ -8,12 +8,15 @@ Supabase has two families of keys:
 * new opaque keys: ``sb_publishable_…`` (public, anon privilege) and ``sb_secret_…`` (service
   privilege). The gateway swaps them for the matching JWT.
 
-A key or token is never shown in full: :func:`redact` keeps at most the first 12 characters.
+A key or token is never shown in full: :func:`redact` keeps at most the first 12 characters,
+and :func:`scrub` redacts anything in a message that looks like a key, a token or a URL password,
+for text the package did not write itself (server errors, exception messages).
 """
 
 from __future__ import annotations
 
 import enum
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ __all__ = [
     "classify_key",
     "mint_user_token",
     "redact",
+    "scrub",
     "user_subject",
 ]
 
@@ -137,3 +141,22 @@ def token_expiry(token: str) -> float | None:
     exp = claims.get("exp")
     return float(exp) if isinstance(exp, int | float) else None
 
+
+#: What a secret looks like inside arbitrary text: a JWT (its header always starts ``eyJ``,
+#: base64 of ``{"``), a new-style API key, a ``user:password@`` in a URL, a secret query
+#: parameter. Matching errs on the side of redacting.
+_SECRET_SHAPES = re.compile(
+    r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+    r"|sb_(?:secret|publishable)_[A-Za-z0-9_-]+"
+)
+_URL_USERINFO = re.compile(r"(?<=://)[^/\s@]*@")
+_SECRET_PARAMETER = re.compile(
+    r"(?i)\b(apikey|api_key|key|token|access_token|refresh_token|password|secret)=[^&\s#]+"
+)
+
+
+def scrub(text: str) -> str:
+    """Redact every key, JWT, URL password and secret query parameter found in ``text``."""
+    text = _SECRET_SHAPES.sub(lambda found: redact(found.group()), text)
+    text = _URL_USERINFO.sub("***@", text)
+    return _SECRET_PARAMETER.sub(lambda found: found.group(1) + "=***", text)

@@ -14,22 +14,30 @@ Variables::
     SUPABASE_PUBLISHABLE_KEY     public key (sb_publishable_…)┘
     SUPABASE_JWT_SECRET          optional: mints user-scoped tokens (``for_user``)
     REDIS_URL                    optional: durable events outbox
+
+Nothing secret travels in a URL and no message repeats a setting's value: an API URL with a
+``user:password@`` or query parameters is refused when the settings are read (keys belong in
+the key variables, sent as headers), and every refusal names the variable and the rule only.
+The checks run on the validated fields, so they apply whichever variable (or argument) a value
+came from.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 import pydantic
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator
 
 from ._exceptions import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "check_credential", "load_settings"]
 
 _POSTGRES_SCHEMES = ("postgres://", "postgresql://", "postgresql+")
 
@@ -41,6 +49,40 @@ _VARIABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("jwt_secret", ("SUPABASE_JWT_SECRET",)),
     ("redis_url", ("REDIS_URL",)),
 )
+#: Constructor arguments that reach the settings as overrides, for messages about them.
+_ARGUMENTS = {"supabase_url": "url", "jwt_secret": "jwt_secret", "redis_url": "redis_url"}
+#: API keys and tokens travel in HTTP headers: printable ASCII, no spaces.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+
+
+def _source(info: ValidationInfo) -> str:
+    """The variable (or argument) a field's value came from, as :func:`load_settings` recorded."""
+    field = info.field_name or ""
+    sources: Mapping[str, str] = (info.context or {}).get("sources", {})
+    return sources.get(field) or next((n[0] for f, n in _VARIABLES if f == field), field)
+
+
+def _require_unicode(value: str, name: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"{name} is not valid Unicode text (it holds a lone surrogate character)"
+        ) from None
+
+
+def check_credential(value: str, *, name: str) -> str:
+    """Check an API key or token without ever showing it: printable ASCII, no whitespace.
+
+    Keys and tokens are sent in HTTP headers, which carry nothing else; a key that fails this
+    was mangled on its way into the configuration (a stray quote or line break, say).
+    """
+    if not isinstance(value, str) or not _HEADER_SAFE.fullmatch(value):
+        raise ConfigError(
+            f"{name} is not a usable API key or token: keys are printable ASCII without spaces "
+            "or line breaks. Copy it again from Dashboard → Project Settings → API keys."
+        )
+    return value
 
 
 class Settings(BaseModel):
@@ -56,30 +98,67 @@ class Settings(BaseModel):
 
     @field_validator("supabase_url")
     @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        return None if value is None else normalize_supabase_url(value)
+    def _check_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else normalize_supabase_url(value, name=_source(info))
 
     @field_validator("service_role_key", "anon_key", "jwt_secret", "redis_url")
     @classmethod
-    def _strip_secret(cls, value: SecretStr | None) -> SecretStr | None:
+    def _check_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is None:
             return None
         stripped = value.get_secret_value().strip()
-        return SecretStr(stripped) if stripped else None
+        if not stripped:
+            return None
+        name = _source(info)
+        if info.field_name in ("service_role_key", "anon_key"):
+            check_credential(stripped, name=name)
+        elif info.field_name == "redis_url":
+            check_redis_url(stripped, name=name)
+        else:
+            _require_unicode(stripped, name)
+        return SecretStr(stripped)
 
 
-def normalize_supabase_url(url: str) -> str:
+def _split_url(value: str, name: str, shape: str) -> SplitResult:
+    """``urlsplit`` plus the port, as ``ConfigError`` naming ``name`` (never the value)."""
+    _require_unicode(value, name)
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise ConfigError(f"{name} contains spaces or control characters; expected {shape}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ConfigError(
+            f"{name} is not a valid URL (its host or port cannot be read); expected {shape}"
+        ) from None
+    return parts
+
+
+def check_redis_url(url: str, *, name: str = "REDIS_URL") -> str:
+    """Check that ``url`` is a Redis URL ``redis-py`` can open, without repeating it (it may hold
+    the Redis password)."""
+    shape = "redis://[:password@]host:port/db, rediss://… or unix://…"
+    parts = _split_url(url, name, shape)
+    if parts.scheme.lower() not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{name} must be a Redis URL: {shape}")
+    return url
+
+
+def normalize_supabase_url(url: str, *, name: str = "SUPABASE_URL") -> str:
     """Validate the API URL and return it without a trailing ``/`` or ``/rest/v1``.
 
-    Raises ``ConfigError`` for a Postgres connection string: this package never connects to
-    Postgres directly, everything goes through the HTTP API (PostgREST behind the gateway).
+    ``name`` is the variable (or argument) the URL came from; messages name it and never repeat
+    the URL, which may hold a secret. Raises ``ConfigError`` for a Postgres connection string
+    (this package never connects to Postgres directly, everything goes through the HTTP API),
+    and for a URL carrying credentials: a ``user:password@`` or query parameters (``?apikey=…``).
+    Keys travel in headers; a URL is printed, logged and proxied.
     """
     value = url.strip()
     lowered = value.lower()
     if lowered.startswith(_POSTGRES_SCHEMES):
         raise ConfigError(
-            "SUPABASE_URL is a PostgreSQL connection string, but supabase-identity speaks HTTP "
-            "to the Supabase API (PostgREST), never to Postgres directly. Set SUPABASE_URL to "
+            f"{name} is a PostgreSQL connection string, but supabase-identity speaks HTTP "
+            f"to the Supabase API (PostgREST), never to Postgres directly. Set {name} to "
             "the project's API URL, https://<project-ref>.supabase.co (locally "
             "http://127.0.0.1:54321); keep the postgres:// URL in SUPABASE_DB_URL if other "
             "tools need it.",
@@ -87,12 +166,28 @@ def normalize_supabase_url(url: str) -> str:
         )
     if not lowered.startswith(("http://", "https://")):
         raise ConfigError(
-            "SUPABASE_URL must be an http:// or https:// URL such as "
-            "https://<project-ref>.supabase.co"
+            f"{name} must be an http:// or https:// URL such as https://<project-ref>.supabase.co"
         )
-    rest = value.split("://", 1)[1]
-    if not rest or rest.startswith("/"):
-        raise ConfigError("SUPABASE_URL has no host: expected https://<project-ref>.supabase.co")
+    shape = "https://<project-ref>.supabase.co"
+    parts = _split_url(value, name, shape)
+    if "@" in parts.netloc:
+        raise ConfigError(
+            f"{name} contains a user name or password (user:password@host). supabase-identity "
+            "authenticates with the API key, sent in a header, never with credentials in the "
+            f"URL. Remove them from {name}; put the key in SUPABASE_SERVICE_ROLE_KEY (or "
+            "SUPABASE_SECRET_KEY), and rotate that password if the URL was shared or logged.",
+            hint=f"expected {shape}",
+        )
+    if "?" in value or "#" in value:
+        raise ConfigError(
+            f"{name} carries query parameters or a fragment (?… or #…). The project's API URL "
+            "has none, and a key there would be written to every log that records the URL. "
+            f"Remove them from {name}; keys belong in SUPABASE_SERVICE_ROLE_KEY (or "
+            "SUPABASE_SECRET_KEY) and SUPABASE_ANON_KEY (or SUPABASE_PUBLISHABLE_KEY).",
+            hint=f"expected {shape}",
+        )
+    if not parts.hostname:
+        raise ConfigError(f"{name} has no host: expected {shape}")
     value = value.rstrip("/")
     if value.endswith("/rest/v1"):
         value = value[: -len("/rest/v1")]
@@ -128,22 +223,30 @@ def load_settings(
         _layer(dotenv_values(folder / ".env")),
     )
     data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for setting, names in _VARIABLES:
         for layer in layers:
-            found = next((layer[n] for n in names if n in layer), None)
+            found = next((n for n in names if n in layer), None)
             if found is not None:
-                data[setting] = found
+                data[setting] = layer[found]
+                sources[setting] = found
                 break
     for setting, value in (overrides or {}).items():
         if value is not None:
             data[setting] = value
-    return build_settings(data)
+            sources[setting] = f"the {_ARGUMENTS.get(setting, setting)} argument"
+    return build_settings(data, sources=sources)
 
 
-def build_settings(data: Mapping[str, Any]) -> Settings:
-    """Validate a mapping into :class:`Settings`, turning pydantic errors into ``ConfigError``."""
+def build_settings(
+    data: Mapping[str, Any], *, sources: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate a mapping into :class:`Settings`, turning pydantic errors into ``ConfigError``.
+
+    ``sources`` maps a setting to the variable or argument it came from, for messages.
+    """
     try:
-        return Settings.model_validate(dict(data))
+        return Settings.model_validate(dict(data), context={"sources": dict(sources or {})})
     except pydantic.ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()

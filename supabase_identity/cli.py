@@ -37,7 +37,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -66,7 +66,7 @@ from ._exceptions import (
     PermissionDeniedError,
     SchemaNotExposedError,
 )
-from ._keys import Privilege
+from ._keys import Privilege, scrub
 from ._models import FlushResult, UserProfile
 from ._outbox import RedisOutbox
 from ._settings import load_settings
@@ -214,7 +214,7 @@ def _fail(error: BaseException, *, internal: bool = False) -> NoReturn:
     """Print ``error`` as one line on stderr (plus the traceback under ``--debug``); exit 1."""
     if _options.debug:
         traceback.print_exception(error, file=sys.stderr)
-    text = str(error).strip()
+    text = scrub(str(error).strip())  # messages from below may quote a URL or a token
     first = text.splitlines()[0] if text else type(error).__name__
     if internal:
         first = f"internal error: {type(error).__name__}: {first}"
@@ -421,7 +421,17 @@ def _redis_check(client: IdentityClient) -> Check:
 
 
 def run_doctor() -> list[Check]:
-    """Every doctor check, in order; a check that cannot run is ``skip`` with the reason."""
+    """Every doctor check, in order; a check that cannot run is ``skip`` with the reason.
+
+    No line shows a key, a token or a password, whatever a server or library put in a message.
+    """
+    return [
+        replace(check, detail=scrub(check.detail), fix=scrub(check.fix) if check.fix else None)
+        for check in _doctor_checks()
+    ]
+
+
+def _doctor_checks() -> list[Check]:
     try:
         client = _client()
     except ConfigError as error:
