@@ -38,6 +38,7 @@ from ._types import JSONObject
 
 __all__ = [
     "conversation_uuid",
+    "exceeds_json_depth",
     "normalize_shop_domain",
     "validate_conversation_id",
     "validate_event_data",
@@ -113,6 +114,19 @@ def validate_text_map(values: Mapping[str, str] | None, *, field: str) -> dict[s
         validate_text(key, field=f"{field} key")
         validate_text(item, field=f"{field}[{_show(key, 40)}]")
     return dict(values)
+
+
+def exceeds_json_depth(value: Any, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` nests objects or arrays more than ``max_depth`` deep (iteratively)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping | list | tuple):
+            if depth > max_depth:
+                return True
+            children = item.values() if isinstance(item, Mapping) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def validate_json(value: Any, *, field: str, max_depth: int = MAX_JSON_DEPTH) -> None:

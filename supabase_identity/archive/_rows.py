@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from .._validation import conversation_uuid
+from .._constants import MAX_JSON_DEPTH
+from .._validation import conversation_uuid, exceeds_json_depth
 
 __all__ = ["RawConversation", "build_row", "decode", "parse_timestamp", "shop_from_merchant"]
 
@@ -176,8 +177,13 @@ def _message_fields(
         text = decode(raw, issues, where)
         try:
             loaded = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested beyond the stack
             issues.append(f"{where}: not JSON, kept as raw text")
+            return {"raw": _clean(text, issues, where, max_bytes)}
+        if exceeds_json_depth(loaded):  # would exhaust the stack of every encoder after this
+            issues.append(
+                f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels, kept as raw text"
+            )
             return {"raw": _clean(text, issues, where, max_bytes)}
         if not isinstance(loaded, dict):
             issues.append(f"{where}: JSON {type(loaded).__name__}, kept under 'value'")

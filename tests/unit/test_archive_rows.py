@@ -177,3 +177,20 @@ def test_batch_rows_is_bounded_by_postgrest_max_rows(rows: int) -> None:
 
     with pytest.raises(ValidationError, match="batch_rows"):
         ArchiverConfig(batch_rows=rows)
+
+
+@pytest.mark.parametrize("depth", [33, 900, 100_000])
+def test_a_message_of_deeply_nested_json_is_kept_as_raw_text(depth: int) -> None:
+    """Hostile JSON in Redis is set aside within its message; the row still builds and encodes."""
+    deep = "[" * depth + "]" * depth
+    row, issues = build_row(
+        raw(
+            [
+                (0, msg("ok", "2026-01-01T10:00:00Z")),
+                (1, json.dumps({"x": 1})[:-1] + f',"d":{deep}}}'),
+            ]
+        )
+    )
+    assert row["messages"][1]["raw"].endswith("]" * 10 + "}")
+    assert any("message 1" in issue and "kept as raw text" in issue for issue in issues)
+    assert json.dumps(row)  # nothing left that the encoder cannot handle
