@@ -13,6 +13,24 @@
 -- migration again (`supabase db push`) accepts it and changes nothing.
 -- =============================================================================================
 
+create function identity_guard.source_of(function_name text) returns text
+  language sql
+  stable
+  security invoker
+  set search_path = ''
+as $$
+  -- A setting names a function as PostgREST does: `schema.name`, or `name` alone.
+  select pg_catalog.string_agg(p.prosrc, e'\n')
+  from pg_catalog.pg_proc as p
+  join pg_catalog.pg_namespace as n on n.oid = p.pronamespace,
+  lateral (select pg_catalog.parse_ident(source_of.function_name) as parts) as ident
+  where p.proname = ident.parts[pg_catalog.cardinality(ident.parts)]
+    and (pg_catalog.cardinality(ident.parts) = 1 or n.nspname = ident.parts[1]);
+$$;
+comment on function identity_guard.source_of(text) is
+  'Source text of the function(s) a PostgREST setting names, for install_pre_request.';
+revoke execute on function identity_guard.source_of(text) from public;
+
 create function identity_guard.install_pre_request() returns text
   language plpgsql
   volatile
@@ -28,6 +46,7 @@ declare
   role_wide text;     -- ALTER ROLE authenticator SET
   effective text;
   pre_config text;
+  pre_config_source text;
   how_to_chain constant text :=
     'Call it from your function, passing the search_path PostgREST set for the request: '
     'add a parameter `request_search_path text default pg_catalog.current_setting(''search_path'')` '
@@ -58,14 +77,7 @@ begin
 
   if nullif(effective, '') is not null then
     -- Someone else's function: accept it only when it already calls ours.
-    if exists (
-      select from pg_catalog.pg_proc as p
-      join pg_catalog.pg_namespace as n on n.oid = p.pronamespace
-      where p.proname = (pg_catalog.parse_ident(effective))[pg_catalog.cardinality(pg_catalog.parse_ident(effective))]
-        and (pg_catalog.cardinality(pg_catalog.parse_ident(effective)) = 1
-             or n.nspname = (pg_catalog.parse_ident(effective))[1])
-        and p.prosrc like '%identity_guard.check_request%'
-    ) then
+    if identity_guard.source_of(effective) like '%identity_guard.check_request%' then
       return 'unchanged: ' || effective || ' already calls ' || ours;
     end if;
     raise exception using
@@ -84,15 +96,9 @@ begin
      and pg_catalog.starts_with(setting, 'pgrst.db_pre_config=')
    order by s.setdatabase desc
    limit 1;
-  if nullif(pre_config, '') is not null and exists (
-    select from pg_catalog.pg_proc as p
-    join pg_catalog.pg_namespace as n on n.oid = p.pronamespace
-    where p.proname = (pg_catalog.parse_ident(pre_config))[pg_catalog.cardinality(pg_catalog.parse_ident(pre_config))]
-      and (pg_catalog.cardinality(pg_catalog.parse_ident(pre_config)) = 1
-           or n.nspname = (pg_catalog.parse_ident(pre_config))[1])
-      and p.prosrc like '%db_pre_request%'
-      and p.prosrc not like '%identity_guard.check_request%'
-  ) then
+  pre_config_source := identity_guard.source_of(nullif(pre_config, ''));
+  if pre_config_source like '%db_pre_request%'
+     and pre_config_source not like '%identity_guard.check_request%' then
     raise exception using
       errcode = '55000',
       message = pg_catalog.format(

@@ -18,7 +18,7 @@ import pytest
 import respx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from supabase_identity import (
     BackendUnavailableError,
@@ -44,6 +44,21 @@ PLACES: dict[str, Callable[[str], str]] = {
     "local stack": lambda s: f"http://user:{s}@127.0.0.1:54321",
 }
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _cli(env_dir: Path, *args: str, url: str = BASE_URL) -> Result:
+    """The CLI in-process, with the service key and ``url`` as SUPABASE_URL, no Redis."""
+    return CliRunner().invoke(
+        cli.app,
+        ["--env-dir", str(env_dir), *args],
+        env={
+            "SUPABASE_URL": url,
+            "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
+            "SUPABASE_ANON_KEY": ANON_KEY,
+            "SUPABASE_JWT_SECRET": JWT_SECRET,
+            "REDIS_URL": None,
+        },
+    )
 
 
 def _shows(error: BaseException, secret: str) -> bool:
@@ -80,17 +95,7 @@ def test_a_url_carrying_credentials_is_refused_without_repeating_them(
 def test_doctor_refuses_such_a_url_and_prints_no_secret(
     empty_env_dir: Path, secret: str, place: str
 ) -> None:
-    result = CliRunner().invoke(
-        cli.app,
-        ["--env-dir", str(empty_env_dir), "doctor", "--json"],
-        env={
-            "SUPABASE_URL": PLACES[place](secret),
-            "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
-            "SUPABASE_ANON_KEY": ANON_KEY,
-            "SUPABASE_JWT_SECRET": JWT_SECRET,
-            "REDIS_URL": None,
-        },
-    )
+    result = _cli(empty_env_dir, "doctor", "--json", url=PLACES[place](secret))
     assert result.exit_code == 1
     assert '"name": "configuration"' in result.stdout
     assert '"status": "fail"' in result.stdout
@@ -196,16 +201,7 @@ def test_the_cli_prints_no_token_from_an_error(empty_env_dir: Path, secret: str)
                 400, json={"code": "22023", "message": f"token {token} and key={secret}"}
             )
         )
-        result = CliRunner().invoke(
-            cli.app,
-            ["--env-dir", str(empty_env_dir), "user", "show", USER_ID],
-            env={
-                "SUPABASE_URL": BASE_URL,
-                "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
-                "SUPABASE_JWT_SECRET": JWT_SECRET,
-                "REDIS_URL": None,
-            },
-        )
+        result = _cli(empty_env_dir, "user", "show", USER_ID)
     assert result.exit_code == 1
     assert "error:" in result.stderr
     assert secret not in result.stdout + result.stderr
