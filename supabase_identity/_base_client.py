@@ -84,6 +84,7 @@ from ._validation import (
     validate_json,
     validate_optional_text,
     validate_page,
+    validate_text,
     validate_user_id,
 )
 
@@ -192,17 +193,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     A cursor longer than ``MAX_CURSOR_LENGTH`` is refused before it is decoded: it cannot be
     one of ours, and the bound also bounds how deeply its JSON can nest.
     """
-    if not isinstance(cursor, str):
-        raise ValidationError(
-            f"cursor must be a string, got {type(cursor).__name__}", field="cursor", rule="type"
-        )
-    if len(cursor) > MAX_CURSOR_LENGTH:
-        raise ValidationError(
-            f"cursor is {len(cursor)} characters long; a cursor returned by "
-            f"get_user_conversations has at most {MAX_CURSOR_LENGTH}",
-            field="cursor",
-            rule="max_length",
-        )
+    validate_text(cursor, field="cursor", max_length=MAX_CURSOR_LENGTH)
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         started, conv_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
