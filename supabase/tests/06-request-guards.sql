@@ -7,7 +7,7 @@
 begin;
 \ir _helpers.psql
 
-select plan(32);
+select plan(33);
 
 -- ---------------------------------------------------------------------------------------------
 -- Shape and privileges.
@@ -39,6 +39,17 @@ select function_privs_are('identity_guard', 'install_pre_request', array[]::text
   'service_role', array[]::text[], 'service_role cannot install the pre-request function');
 select volatility_is('identity_guard', 'forbid_planner_counts', array[]::text[], 'immutable',
   'the planner-count guard is immutable, so the planner evaluates it while planning');
+select is_empty(
+  $$ select c.relname from pg_catalog.pg_class as c
+     join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+     where n.nspname = 'identity' and c.relkind in ('r', 'p')
+       and exists (select from pg_catalog.pg_roles as r
+                   where not r.rolbypassrls and not r.rolsuper
+                     and has_table_privilege(r.oid, c.oid, 'select'))
+       and not exists (select from pg_catalog.pg_policies as p
+                       where p.schemaname = 'identity' and p.tablename = c.relname
+                         and p.policyname = 'Counts come from visible rows, never from planner estimates') $$,
+  'every identity table a role under RLS may read carries the planner-count guard');
 
 -- ---------------------------------------------------------------------------------------------
 -- Planner estimates. The guard looks at the statement the client sent (current_query()); here

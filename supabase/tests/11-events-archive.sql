@@ -21,8 +21,9 @@ select is(
   (select c.relrowsecurity from pg_catalog.pg_class as c
    where c.oid = 'identity.events_archive'::regclass),
   true, 'RLS is enabled on events_archive');
-select policies_are('identity', 'events_archive', array['Users can read their own archived events'],
-  'events_archive has exactly one policy');
+select policies_are('identity', 'events_archive',
+  array['Users can read their own archived events', 'Counts come from visible rows, never from planner estimates'],
+  'events_archive has its read policy and the planner-count guard');
 select policy_cmd_is('identity', 'events_archive', 'Users can read their own archived events',
   'select', '... for SELECT');
 select policy_roles_are('identity', 'events_archive', 'Users can read their own archived events',

@@ -35,7 +35,7 @@ SCHEMA_COMMENT = "User identity, archived conversations"
 
 @dataclass(frozen=True)
 class Neighbours:
-    """User ``empty`` has no rows; ``heavy`` has 5,000 conversations and 5,000 events."""
+    """User ``empty`` has no rows; ``heavy`` has 5,000 conversations, events, archived events."""
 
     empty: str
     heavy: str
@@ -72,8 +72,17 @@ def neighbours(gw_env: GatewayEnv) -> Iterator[Neighbours]:
                 "select %s, %s from generate_series(1, %s)",
                 (found.heavy, found.rare_event, HEAVY_ROWS),
             )
+            db.execute(
+                "insert into identity.events_archive "
+                "(id, user_id, event_type, created_at, received_at) "
+                "select gen_random_uuid(), %s, %s, now(), now() from generate_series(1, %s)",
+                (found.heavy, found.rare_event, HEAVY_ROWS),
+            )
             # The statistics the planner estimates from, as autovacuum would soon compute them.
-            db.execute("analyze identity.users, identity.conversations, identity.events")
+            db.execute(
+                "analyze identity.users, identity.conversations, identity.events, "
+                "identity.events_archive"
+            )
             yield found
         finally:
             db.execute(
@@ -115,9 +124,15 @@ def refused_estimate(response: httpx.Response) -> None:
     [
         ("conversations", "user_id", lambda n: n.heavy, 1_000),
         ("events", "event_type", lambda n: n.rare_event, 1_000),
+        ("events_archive", "event_type", lambda n: n.rare_event, 1_000),
         ("users", "shop_domain", lambda n: n.heavy_shop, 1),
     ],
-    ids=["conversations-of-another-user", "events-of-a-rare-type", "users-by-shop"],
+    ids=[
+        "conversations-of-another-user",
+        "events-of-a-rare-type",
+        "archived-events-of-a-rare-type",
+        "users-by-shop",
+    ],
 )
 def test_a_user_without_rows_learns_no_count_of_a_neighbours_rows(
     gw_client: httpx.Client,
