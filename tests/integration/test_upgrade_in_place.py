@@ -304,7 +304,10 @@ def catalog(url: str) -> tuple[set[str], set[str]]:
 
 def unmigrate(project: Project) -> None:
     """Drop from the project's database what `supabase db push` made there: every schema and
-    extension a database gets from supabase/migrations beyond what a project starts with."""
+    extension a database gets from supabase/migrations beyond what a project starts with, and
+    the PostgREST pre-request function they registered on the authenticator role (a role
+    setting, outside every schema: left behind, it names a function that no longer exists,
+    and PostgREST fails every request)."""
     name = f"upgrade_baseline_{uuid.uuid4().hex[:8]}"
     try:
         start_schemas, start_extensions = catalog(new_database(project, name))
@@ -313,6 +316,8 @@ def unmigrate(project: Project) -> None:
     schemas, extensions = catalog(project.url)
     for extension in sorted(extensions - start_extensions):
         sql(project.url, f'drop extension "{extension}" cascade')
+    sql(project.url, "alter role authenticator reset pgrst.db_pre_request")
+    sql(project.url, "notify pgrst, 'reload config'")
     for schema in sorted(schemas - start_schemas):
         sql(project.url, f'drop schema if exists "{schema}" cascade')
     assert catalog(project.url) == (start_schemas, start_extensions)
