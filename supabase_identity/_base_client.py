@@ -398,8 +398,15 @@ class BaseIdentityClient:
         self, rest: RestClient, user_id: str, conversation_id: str | uuid.UUID
     ) -> RequestSpec:
         validate_user_id(user_id)
-        conv = conversation_uuid(conversation_id)
-        query = rest.from_("conversations").select("*").eq("id", str(conv)).eq("user_id", user_id)
+        conv = str(conversation_uuid(conversation_id))
+        query = rest.from_("conversations").select("*").eq("user_id", user_id)
+        if isinstance(conversation_id, str) and conv != conversation_id:
+            # Any id but a canonical UUID is a Redis id: its row is the one that keeps it.
+            query = query.eq("source_id", conversation_id)
+        else:
+            # A canonical UUID: its own row, or (when another id's row took that UUID first)
+            # the row that keeps it in source_id; _parse_conversation prefers the former.
+            query = query.or_(f"id.eq.{conv},source_id.eq.{conv}").limit(2)
         return self._spec("conversations", query)
 
     def _spec_rpc(
@@ -644,10 +651,16 @@ class BaseIdentityClient:
                 f"No conversation {conversation_id!r} for user {user_id!r} "
                 "(or it is not visible to this key)"
             )
+        # Two rows only for a canonical UUID that another id's row took first: the row that
+        # keeps the UUID as its own source_id is that conversation; the other is the row's id.
+        wanted = str(conversation_id)
+        row = next(
+            (r for r in data if isinstance(r, dict) and r.get("source_id") == wanted), data[0]
+        )
         try:
-            return Conversation.model_validate(data[0])
+            return Conversation.model_validate(row)
         except pydantic.ValidationError as err:
-            raise self._shape_error("conversations", data[0], err) from err
+            raise self._shape_error("conversations", row, err) from err
 
     def _parse_record_events(self, events: Sequence[OutboxEvent], data: Any) -> Delivery:
         if not isinstance(data, list):

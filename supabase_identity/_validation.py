@@ -39,6 +39,7 @@ from ._types import JSONObject
 __all__ = [
     "conversation_uuid",
     "exceeds_json_depth",
+    "is_canonical_uuid",
     "normalize_shop_domain",
     "validate_conversation_id",
     "validate_event_data",
@@ -347,13 +348,22 @@ def validate_page(limit: int, offset: int) -> tuple[int, int]:
     return limit, offset
 
 
+_CANONICAL_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_canonical_uuid(value: str) -> bool:
+    """Whether ``value`` is a UUID spelled canonically (lowercase, hyphenated, no braces)."""
+    return len(value) == 36 and _CANONICAL_UUID_RE.fullmatch(value) is not None
+
+
 def conversation_uuid(conversation_id: str | uuid.UUID) -> uuid.UUID:
     """Map a conversation id to the UUID it is stored under in ``identity.conversations``.
 
-    A UUID (or a string that parses as one) is itself. Any other id (the agents service is free to
-    use its own ids) maps to ``uuid5(NAMESPACE_URL, "supabase-identity:conversation:" + id)``, and
-    the archiver keeps the original in ``source_id``. Deterministic, so re-archiving the same
-    conversation updates one row, and readers can find it by the id they know.
+    A canonical UUID (lowercase, hyphenated) is itself. Any other id, an uppercase, braced,
+    ``urn:uuid:`` or 32-hex spelling of a UUID included, is a different Redis key and so a
+    different conversation: it maps to ``uuid5(NAMESPACE_URL, "supabase-identity:conversation:"
+    + id)``, and the archiver keeps the original in ``source_id``. Deterministic, so re-archiving
+    the same conversation updates one row, and readers can find it by the id they know.
     """
     if isinstance(conversation_id, uuid.UUID):
         return conversation_id
@@ -364,10 +374,9 @@ def conversation_uuid(conversation_id: str | uuid.UUID) -> uuid.UUID:
             rule="non_empty",
         )
     validate_conversation_id(conversation_id)
-    try:
+    if is_canonical_uuid(conversation_id):
         return uuid.UUID(conversation_id)
-    except ValueError:
-        return uuid.uuid5(uuid.NAMESPACE_URL, CONVERSATION_UUID_PREFIX + conversation_id)
+    return uuid.uuid5(uuid.NAMESPACE_URL, CONVERSATION_UUID_PREFIX + conversation_id)
 
 
 def validate_conversation_id(conversation_id: str, *, field: str = "conversation_id") -> str:

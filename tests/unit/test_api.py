@@ -198,7 +198,7 @@ async def test_conversation_detail(http: httpx.AsyncClient, api: respx.MockRoute
     response = await http.get(f"/users/{USER_ID}/conversations/{CONV_ID}")
     assert response.status_code == 200
     assert response.json()["messages"] == messages
-    assert route.calls.last.request.url.params["id"] == f"eq.{CONV_ID}"
+    assert route.calls.last.request.url.params["or"] == f"(id.eq.{CONV_ID},source_id.eq.{CONV_ID})"
 
 
 async def test_profile(http: httpx.AsyncClient, api: respx.MockRouter) -> None:

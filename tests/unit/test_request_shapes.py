@@ -218,12 +218,12 @@ def test_get_conversation_filters_by_id_and_user(
 
     params = route.calls.last.request.url.params
     assert params["select"] == "*"
-    assert params["id"] == f"eq.{CONV_ROW['id']}"
+    assert params["or"] == f"(id.eq.{CONV_ROW['id']},source_id.eq.{CONV_ROW['id']})"
     assert params["user_id"] == f"eq.{USER_ID}"
     assert conv.messages == [{"sender": "user", "content": "hi"}]
 
 
-def test_get_conversation_maps_non_uuid_ids_and_raises_not_found_when_empty(
+def test_get_conversation_finds_non_uuid_ids_by_source_id_and_raises_not_found_when_empty(
     client: IdentityClient, api: respx.MockRouter
 ) -> None:
     route = api.get("/conversations").respond(200, json=[])
@@ -231,7 +231,33 @@ def test_get_conversation_maps_non_uuid_ids_and_raises_not_found_when_empty(
         client.get_conversation(USER_ID, "conv-legacy-42")
     expected = uuid.uuid5(uuid.NAMESPACE_URL, "supabase-identity:conversation:conv-legacy-42")
     assert conversation_uuid("conv-legacy-42") == expected
-    assert route.calls.last.request.url.params["id"] == f"eq.{expected}"
+    assert route.calls.last.request.url.params["source_id"] == "eq.conv-legacy-42"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        CONV_ROW["id"].upper(),
+        "{" + CONV_ROW["id"] + "}",
+        "urn:uuid:" + CONV_ROW["id"],
+        CONV_ROW["id"].replace("-", ""),
+    ],
+)
+def test_only_the_canonical_uuid_spelling_maps_to_itself(spelling: str) -> None:
+    assert conversation_uuid(CONV_ROW["id"]) == uuid.UUID(CONV_ROW["id"])
+    assert conversation_uuid(spelling) != uuid.UUID(CONV_ROW["id"])
+    assert conversation_uuid(spelling).version == 5
+
+
+def test_get_conversation_prefers_the_row_that_keeps_a_canonical_id_as_its_source(
+    client: IdentityClient, api: respx.MockRouter
+) -> None:
+    cid = CONV_ROW["id"]
+    taken = {**CONV_ROW, "source_id": "another-id"}  # another id's row that took this UUID
+    own = {**CONV_ROW, "id": str(uuid.uuid4()), "source_id": cid, "messages": [{"n": 1}]}
+    api.get("/conversations").respond(200, json=[taken, own])
+
+    assert client.get_conversation(USER_ID, cid).messages == [{"n": 1}]
 
 
 def test_log_user_event_sends_one_record_events_call_with_client_id(
