@@ -38,8 +38,9 @@ from redis.typing import EncodableT
 from supabase import ClientOptions, create_client
 from supabase_identity import IdentityClient
 from supabase_identity.archive import DUE_KEY, ArchiverConfig, ConversationArchiver
-from supabase_identity.archive._archiver import _Candidate
+from supabase_identity.archive._reader import ConversationReader
 from supabase_identity.archive._rows import build_row
+from supabase_identity.archive._types import Candidate
 
 BENCH_DB = 9
 BENCH_SHOP = "bench-archiver.myshopify.com"
@@ -205,7 +206,7 @@ def copy_limit(
     ceiling for any archiver of this data; the COPY-only figure is printed beside it.
     """
     r = redis_client(os.environ["REDIS_URL"])
-    reader = ConversationArchiver(client, r)
+    reader = ConversationReader(r, ArchiverConfig())
     columns = (
         "id",
         "source_id",
@@ -221,8 +222,8 @@ def copy_limit(
     copying = 0.0
     started = time.perf_counter()
     for start in range(0, len(ids), 200):
-        page = [_Candidate(cid, None, -1, False, True) for cid in ids[start : start + 200]]
-        raws = reader._read(page, user_id=user_id)
+        page = [Candidate(cid, None, -1, False, True) for cid in ids[start : start + 200]]
+        raws = reader.read(page, user_id=user_id)
         rows = [build_row(raw)[0] for raw in raws.values()]
         copy_started = time.perf_counter()
         with db.cursor() as cur, cur.copy(sql) as copy:

@@ -7,12 +7,9 @@ heartbeats). :func:`run_maintenance` runs every maintenance function batch by ba
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-import redis
 
 from ._constants import DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_UNLINKED_RETENTION_DAYS
 from ._models import (
@@ -22,7 +19,9 @@ from ._models import (
     RemovedConversation,
     UnlinkedCleanupResult,
 )
-from .archive._archiver import DEAD_LETTER_KEY, HEARTBEAT_PREFIX, STATS_KEY, UNLINKED_KEY
+from ._redis import RedisClient
+from ._redis_keys import DEAD_LETTER_KEY, STATS_KEY, UNLINKED_KEY
+from .archive import check_health
 
 __all__ = ["MaintenanceRun", "read_archiver_stats", "read_heartbeats", "run_maintenance"]
 
@@ -43,30 +42,17 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def read_heartbeats(redis_client: redis.Redis) -> list[dict[str, Any]]:
-    """The heartbeat of every live ``--loop`` archiver (a cursor SCAN, never KEYS).
-
-    A heartbeat that is not a JSON object is returned as ``{"raw": …}`` rather than dropped.
-    """
-    beats: list[dict[str, Any]] = []
-    for key in redis_client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=100):
-        raw = redis_client.get(key)
-        if raw is None:
-            continue  # expired between SCAN and GET
-        try:
-            beat = json.loads(raw)
-        except ValueError:
-            beat = {"raw": _text(raw)}
-        beats.append(beat if isinstance(beat, dict) else {"raw": beat})
-    return beats
+def read_heartbeats(redis_client: RedisClient) -> list[dict[str, Any]]:
+    """The heartbeat of every live ``--loop`` archiver (the archiver's own health check)."""
+    return check_health(redis_client).heartbeats
 
 
-def read_archiver_stats(redis_client: redis.Redis) -> ArchiverStats:
-    """What the archivers keep in Redis for monitoring, read in one pipeline plus a SCAN.
+def read_archiver_stats(redis_client: RedisClient) -> ArchiverStats:
+    """What the archivers keep in Redis for monitoring, read in one pipeline plus one hash.
 
     Reads the counters hash (``identity:archive:stats``), the sizes of the dead-letter hash
     (``identity:archive:dead``) and of the hash of conversations archived without a user
-    (``identity:archive:unlinked``), and the heartbeats (``identity:archive:heartbeat:*``).
+    (``identity:archive:unlinked``), and the live heartbeats (``identity:archive:heartbeats``).
     A counter that is not an integer is reported as 0 rather than failing the whole read.
     """
     pipe = redis_client.pipeline(transaction=False)

@@ -13,7 +13,9 @@ Variables::
     SUPABASE_ANON_KEY            public key (legacy JWT)     ─┐ either
     SUPABASE_PUBLISHABLE_KEY     public key (sb_publishable_…)┘
     SUPABASE_JWT_SECRET          optional: mints user-scoped tokens (``for_user``)
-    REDIS_URL                    optional: durable events outbox
+    REDIS_URL                    optional: durable events outbox (one node or any node of a
+                                 Redis Cluster)
+    REDIS_CLUSTER                optional: true/false forces cluster mode (default: detected)
 
 Nothing secret travels in a URL and no message repeats a setting's value: an API URL with a
 ``user:password@`` or query parameters is refused when the settings are read (keys belong in
@@ -37,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_val
 
 from ._exceptions import ConfigError
 
-__all__ = ["Settings", "check_credential", "load_settings"]
+__all__ = ["Settings", "check_credential", "load_settings", "parse_cluster_flag"]
 
 _POSTGRES_SCHEMES = ("postgres://", "postgresql://", "postgresql+")
 
@@ -48,6 +50,7 @@ _VARIABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("anon_key", ("SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY")),
     ("jwt_secret", ("SUPABASE_JWT_SECRET",)),
     ("redis_url", ("REDIS_URL",)),
+    ("redis_cluster", ("REDIS_CLUSTER",)),
 )
 #: Constructor arguments that reach the settings as overrides, for messages about them.
 _ARGUMENTS = {"supabase_url": "url", "jwt_secret": "jwt_secret", "redis_url": "redis_url"}
@@ -95,11 +98,20 @@ class Settings(BaseModel):
     anon_key: SecretStr | None = None
     jwt_secret: SecretStr | None = None
     redis_url: SecretStr | None = None
+    #: ``REDIS_CLUSTER``: force cluster mode on or off; ``None`` detects it from the node.
+    redis_cluster: bool | None = None
 
     @field_validator("supabase_url")
     @classmethod
     def _check_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         return None if value is None else normalize_supabase_url(value, name=_source(info))
+
+    @field_validator("redis_cluster", mode="before")
+    @classmethod
+    def _cluster_flag(cls, value: object) -> bool | None:
+        if value is None or isinstance(value, bool | str):
+            return parse_cluster_flag(value)
+        raise ValueError("must be true or false")
 
     @field_validator("service_role_key", "anon_key", "jwt_secret", "redis_url")
     @classmethod
@@ -142,6 +154,24 @@ def check_redis_url(url: str, *, name: str = "REDIS_URL") -> str:
     if parts.scheme.lower() not in ("redis", "rediss", "unix"):
         raise ConfigError(f"{name} must be a Redis URL: {shape}")
     return url
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def parse_cluster_flag(value: str | bool | None) -> bool | None:
+    """``REDIS_CLUSTER``: true/false (also 1/0, yes/no, on/off); unset or empty means detect."""
+    if value is None or isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if not lowered:
+        return None
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("REDIS_CLUSTER must be true or false (or 1/0, yes/no, on/off)")
 
 
 def normalize_supabase_url(url: str, *, name: str = "SUPABASE_URL") -> str:

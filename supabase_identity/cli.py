@@ -69,10 +69,11 @@ from ._exceptions import (
 from ._keys import Privilege, scrub
 from ._models import FlushResult, UserProfile
 from ._outbox import RedisOutbox
+from ._redis import RedisClient, connect_redis
 from ._settings import load_settings
 from ._validation import normalize_shop_domain
 from ._version import __version__
-from .archive import ArchiverConfig, ArchiveReport, ConversationArchiver
+from .archive import ArchiverConfig, ArchiveReport, ConversationArchiver, check_health
 
 PROG = "supabase-identity"
 
@@ -693,18 +694,24 @@ def _flush_sentence(result: FlushResult) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def _archiver_redis(url: str | None, *, ping: bool) -> redis.Redis:
-    """The archiver's Redis client; with ``ping``, fail at once with one line if it is down."""
+def _archiver_redis(url: str | None, cluster: bool | None, *, ping: bool) -> RedisClient:
+    """The archiver's Redis client (one node or a cluster, see ``REDIS_CLUSTER``); with
+    ``ping``, fail at once with one line if it is down."""
     if not url:
         raise ConfigError(
             "REDIS_URL is not set: the archiver reads conversations from Redis "
             "(e.g. REDIS_URL=redis://127.0.0.1:6379/0)"
         )
-    client = redis.Redis.from_url(
-        url,
-        socket_connect_timeout=ARCHIVER_REDIS_CONNECT_TIMEOUT,
-        socket_timeout=ARCHIVER_REDIS_SOCKET_TIMEOUT,
-    )
+    options = {
+        "socket_connect_timeout": ARCHIVER_REDIS_CONNECT_TIMEOUT,
+        "socket_timeout": ARCHIVER_REDIS_SOCKET_TIMEOUT,
+    }
+    try:
+        client = connect_redis(url, cluster=cluster, **options)
+    except redis.RedisError as error:
+        if not ping:  # --loop: start anyway, the loop backs off until Redis answers
+            return connect_redis(url, cluster=bool(cluster), **options)
+        raise CliError(f"Redis (REDIS_URL) did not answer: {error}") from error
     if ping:
         try:
             client.ping()
@@ -745,7 +752,7 @@ def archive(
     if check:
         settings = load_settings(env_dir=_options.env_dir)
         url = settings.redis_url.get_secret_value() if settings.redis_url else None
-        redis_client = _archiver_redis(url, ping=True)
+        redis_client = _archiver_redis(url, settings.redis_cluster, ping=True)
         try:
             _archive_check(redis_client, json_output)
         finally:
@@ -758,7 +765,8 @@ def archive(
     )
     with _client() as client:
         # --loop backs off while Redis is down; --once fails at once, in one line
-        redis_client = _archiver_redis(client.redis_url, ping=once)
+        cluster = load_settings(env_dir=_options.env_dir).redis_cluster
+        redis_client = _archiver_redis(client.redis_url, cluster, ping=once)
         try:
             archiver = ConversationArchiver(client, redis_client, config=config)
             if once:
@@ -769,10 +777,8 @@ def archive(
             redis_client.close()
 
 
-def _archive_check(redis_client: redis.Redis, json_output: bool | None) -> None:
-    from ._monitoring import read_heartbeats
-
-    beats = read_heartbeats(redis_client)
+def _archive_check(redis_client: RedisClient, json_output: bool | None) -> None:
+    beats = check_health(redis_client).heartbeats
     if _want_json(json_output):
         _print_json({"alive": len(beats), "heartbeats": beats})
     elif beats:

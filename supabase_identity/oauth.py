@@ -29,20 +29,14 @@ from ._constants import (
     MAX_NAME_LENGTH,
     MAX_SHOPIFY_ID_LENGTH,
 )
+from ._redis_keys import SET_IF_EXISTS_SCRIPT, conversation_key, merchant_key, session_key
 from ._validation import (
     normalize_shop_domain,
     validate_conversation_id,
     validate_optional_text,
     validate_text,
 )
-from .archive._layout import (
-    SET_IF_EXISTS_SCRIPT,
-    ConversationStore,
-    conversation_key,
-    merchant_key,
-    merchant_record,
-    session_key,
-)
+from .archive._layout import ConversationStore, merchant_record
 
 __all__ = ["OAuthResult", "acomplete_oauth", "complete_oauth", "merchant_id_for"]
 
@@ -167,9 +161,8 @@ async def acomplete_oauth(
 
     await redis_client.transaction(merge, key)
     if conversation_id is not None:
-        set_fields = redis_client.register_script(SET_IF_EXISTS_SCRIPT)
-        await set_fields(
-            keys=[session_key(conversation_id), conversation_key(conversation_id)],
-            args=["user_id", user_id, "merchant_id", merchant],
-        )
+        pipe = redis_client.pipeline(transaction=False)
+        for key in (session_key(conversation_id), conversation_key(conversation_id)):
+            pipe.eval(SET_IF_EXISTS_SCRIPT, 1, key, "user_id", user_id, "merchant_id", merchant)
+        await pipe.execute()
     return OAuthResult(user_id=user_id, is_new=is_new, merchant_id=merchant, shop_domain=shop)

@@ -1,7 +1,7 @@
 """The Redis layout that conversations live in before they are archived, and its writer.
 
-The key names are a contract with the agents service that already writes them (see the seed
-spec and ``architecture.md``); this module names them once::
+The key names are a contract with the agents service that already writes them; they are named
+once, in :mod:`supabase_identity._redis_keys`::
 
     conversation:<id>        hash   metadata; `archived`, `archived_count` written by the archiver;
                                     its TTL is the deadline the archiver races
@@ -9,16 +9,19 @@ spec and ``architecture.md``); this module names them once::
     message:<id>:<seq>       hash   sender, content, timestamp (ISO-8601), any other fields
     merchant:<shop_domain>   string JSON with user_id (written at OAuth completion)
 
-:class:`ConversationStore` is the writer side. Besides the contract keys it maintains, atomically
-in one server-side script per call, two things the archiver uses to avoid scanning the keyspace:
+:class:`ConversationStore` is the writer side. Besides the contract keys it maintains two
+things the archiver uses to avoid scanning the keyspace:
 
-    conversation:<id>.message_count   number of messages (seq 0 … n-1)
+    conversation:<id>.message_count   number of messages (seq 0 … n-1): a hint for the reader
     identity:archive:due              sorted set: conversation id -> the epoch second its keys
                                       expire (0 once ended): the archiver walks this (ZSCAN)
-                                      instead of the whole keyspace
 
 Conversations written without these (by the existing service) are still archived: the archiver
-finds them with ``SCAN`` (cursor, never ``KEYS``).
+finds them with one ``SCAN`` per pass (never ``KEYS``) and probes their messages.
+
+Works on one Redis and on a Redis Cluster: a conversation's keys hash to different slots, so
+each write is a pipeline of single-key scripts (a hash and its TTL are always set together, so a
+crash never leaves a key that never expires).
 """
 
 from __future__ import annotations
@@ -28,12 +31,23 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-import redis
-
 from .._constants import (
     MAX_MERCHANT_ID_LENGTH,
     MAX_SHOP_DOMAIN_LENGTH,
     MAX_WORKFLOW_NAME_LENGTH,
+)
+from .._redis import RedisClient
+from .._redis_keys import (
+    DUE_KEY,
+    DUE_SCRIPT,
+    END_SCRIPT,
+    NEXT_SEQ_SCRIPT,
+    PUT_HASH_SCRIPT,
+    SET_IF_EXISTS_SCRIPT,
+    conversation_key,
+    merchant_key,
+    message_key,
+    session_key,
 )
 from .._validation import (
     validate_conversation_id,
@@ -44,7 +58,6 @@ from .._validation import (
 
 __all__ = [
     "DUE_KEY",
-    "SET_IF_EXISTS_SCRIPT",
     "ConversationStore",
     "conversation_key",
     "merchant_key",
@@ -53,32 +66,10 @@ __all__ = [
     "session_key",
 ]
 
-#: Sorted set of conversation ids scored by expiry (epoch seconds); 0 means "ended, archive now".
-DUE_KEY: Final = "identity:archive:due"
 #: Workflow recorded when a session is created without one (the seed's default).
 DEFAULT_WORKFLOW: Final = "shopify_onboarding"
 #: Default lifetime of a conversation's keys, refreshed on every write (the agents service's TTL).
 DEFAULT_CONVERSATION_TTL: Final = timedelta(hours=24)
-
-
-def conversation_key(conversation_id: str) -> str:
-    """``conversation:<id>``: the conversation's metadata hash."""
-    return f"conversation:{conversation_id}"
-
-
-def session_key(conversation_id: str) -> str:
-    """``session:<id>``: the session hash holding user_id and merchant_id."""
-    return f"session:{conversation_id}"
-
-
-def message_key(conversation_id: str, seq: int) -> str:
-    """``message:<id>:<seq>``: one message hash."""
-    return f"message:{conversation_id}:{seq}"
-
-
-def merchant_key(shop_domain: str) -> str:
-    """``merchant:<shop_domain>``: JSON string written at OAuth completion."""
-    return f"merchant:{shop_domain}"
 
 
 def _flatten(fields: Mapping[str, str]) -> list[str]:
@@ -87,81 +78,6 @@ def _flatten(fields: Mapping[str, str]) -> list[str]:
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
-
-
-# Appends one message and refreshes every key of the conversation to the same deadline, so an
-# early message can never expire before the conversation key the archiver watches.
-# KEYS: conversation, session, due-index. ARGV: id, ttl_seconds, expires_at, field/value pairs…
-_APPEND_SCRIPT: Final = """
-local count = redis.call('HINCRBY', KEYS[1], 'message_count', 1)
-local seq = count - 1
-local prefix = 'message:' .. ARGV[1] .. ':'
-local msg = prefix .. seq
-redis.call('HSET', msg, unpack(ARGV, 4))
-local ttl = tonumber(ARGV[2])
-for i = 0, seq do
-  redis.call('EXPIRE', prefix .. i, ttl)
-end
-redis.call('EXPIRE', KEYS[1], ttl)
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('EXPIRE', KEYS[2], ttl)
-end
-if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or '1') ~= 0 then
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-end
-return seq
-"""
-
-
-# Creates or resumes a conversation. KEYS: conversation, session, due index. ARGV: id, ttl,
-# expires_at, n, then n field/value pairs to set, then default pairs set only where absent.
-# Every key of the conversation, messages included, gets the same deadline.
-_CREATE_SCRIPT: Final = """
-local ttl = tonumber(ARGV[2])
-local n = tonumber(ARGV[4])
-local i = 5
-while i < 5 + 2 * n do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-while i < #ARGV do
-  redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
-  redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-redis.call('HSETNX', KEYS[1], 'id', ARGV[1])
-redis.call('HSETNX', KEYS[1], 'message_count', 0)
-local count = tonumber(redis.call('HGET', KEYS[1], 'message_count')) or 0
-local prefix = 'message:' .. ARGV[1] .. ':'
-for seq = 0, count - 1 do
-  redis.call('EXPIRE', prefix .. seq, ttl)
-end
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or '1') ~= 0 then
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-end
-return count
-"""
-# Ends a conversation that still exists. KEYS: conversation, due index. ARGV: id, ended_at.
-_END_SCRIPT: Final = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'ended_at', ARGV[2])
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-return 1
-"""
-# HSET the field/value pairs in ARGV on each key in KEYS that exists; returns how many existed.
-SET_IF_EXISTS_SCRIPT: Final = """
-local touched = 0
-for _, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then
-    redis.call('HSET', key, unpack(ARGV))
-    touched = touched + 1
-  end
-end
-return touched
-"""
 
 
 class ConversationStore:
@@ -175,15 +91,17 @@ class ConversationStore:
         store.append_message(conv_id, sender="user", content="Hi")
         store.end_conversation(conv_id)
 
-    Every call is one atomic round trip (a MULTI pipeline or a server-side script), so a crash
-    never leaves a message without its counter or a conversation without its expiry entry.
+    ``redis_client`` may be a ``redis.Redis`` or a ``redis.cluster.RedisCluster``. Each call is
+    one or two pipelined round trips of single-key scripts: every key of a conversation is
+    refreshed to one deadline, and a crash can at worst leave the counter one ahead of its
+    messages (the archiver records the missing message) — never an immortal key.
     Arguments are checked before it (``ValidationError``): text must be valid Unicode ``str``,
     conversation ids at most 512 characters, merchant ids and workflow names at most 255.
     """
 
     def __init__(
         self,
-        redis_client: redis.Redis,
+        redis_client: RedisClient,
         *,
         ttl: timedelta = DEFAULT_CONVERSATION_TTL,
     ) -> None:
@@ -191,10 +109,6 @@ class ConversationStore:
             raise ValueError("ttl must be positive")
         self._redis = redis_client
         self._ttl = int(ttl.total_seconds())
-        self._append = redis_client.register_script(_APPEND_SCRIPT)
-        self._set_fields = redis_client.register_script(SET_IF_EXISTS_SCRIPT)
-        self._create = redis_client.register_script(_CREATE_SCRIPT)
-        self._end = redis_client.register_script(_END_SCRIPT)
 
     def _expires_at(self) -> int:
         return int(datetime.now(UTC).timestamp()) + self._ttl
@@ -211,11 +125,11 @@ class ConversationStore:
     ) -> None:
         """Create (or resume) ``session:<id>`` and ``conversation:<id>`` with their user.
 
-        This is the seed's ``create_session`` change: ``user_id`` and ``merchant_id`` are stored
-        on the session (empty strings until known, as the agents service writes them) so the
-        archiver can link the conversation without guessing. Resuming an existing conversation
-        overwrites only what is given (a known user is never blanked, ``started_at`` is kept)
-        and refreshes every key of it, messages included, to one deadline.
+        ``user_id`` and ``merchant_id`` are stored on the session (empty strings until known,
+        as the agents service writes them) so the archiver can link the conversation without
+        guessing. Resuming an existing conversation overwrites only what is given (a known user
+        is never blanked, ``started_at`` is kept) and refreshes every key of it, messages
+        included, to one deadline.
         """
         validate_conversation_id(conversation_id)
         given: dict[str, str] = {}
@@ -236,17 +150,17 @@ class ConversationStore:
             "workflow_name": DEFAULT_WORKFLOW,
             "started_at": datetime.now(UTC).isoformat(),
         }
-        self._create(
-            keys=[conversation_key(conversation_id), session_key(conversation_id), DUE_KEY],
-            args=[
-                conversation_id,
-                self._ttl,
-                self._expires_at(),
-                len(given),
-                *_flatten(given),
-                *_flatten(defaults),
-            ],
-        )
+        conv_defaults = {**defaults, "id": conversation_id, "message_count": "0"}
+        pipe = self._redis.pipeline(transaction=False)
+        for key, fallback in (
+            (conversation_key(conversation_id), conv_defaults),
+            (session_key(conversation_id), defaults),
+        ):
+            args: list[str | int] = [self._ttl, len(given), *_flatten(given), *_flatten(fallback)]
+            pipe.eval(PUT_HASH_SCRIPT, 1, key, *args)
+        pipe.eval(DUE_SCRIPT, 1, DUE_KEY, self._expires_at(), conversation_id)
+        count = int(pipe.execute()[0])
+        self._refresh_messages(conversation_id, count)
 
     def set_user(
         self, conversation_id: str, user_id: str, *, merchant_id: str | None = None
@@ -261,8 +175,10 @@ class ConversationStore:
         if merchant_id is not None:
             _merchant(merchant_id)
         args = ["user_id", user_id] + (["merchant_id", merchant_id] if merchant_id else [])
-        keys = [session_key(conversation_id), conversation_key(conversation_id)]
-        return bool(self._set_fields(keys=keys, args=args))
+        pipe = self._redis.pipeline(transaction=False)
+        for key in (session_key(conversation_id), conversation_key(conversation_id)):
+            pipe.eval(SET_IF_EXISTS_SCRIPT, 1, key, *args)
+        return any(int(touched) for touched in pipe.execute())
 
     def append_message(
         self,
@@ -273,7 +189,12 @@ class ConversationStore:
         timestamp: datetime | None = None,
         extra: Mapping[str, str] | None = None,
     ) -> int:
-        """Append one message; returns its sequence number (0-based)."""
+        """Append one message; returns its sequence number (0-based).
+
+        The sequence number is reserved first (the counter, with the conversation's TTL), then
+        the message, the TTL of every key of the conversation and the due index are written
+        in one pipeline, so an early message never expires before the conversation key.
+        """
         validate_conversation_id(conversation_id)
         fields: dict[str, str] = {
             **validate_text_map(extra, field="extra"),
@@ -281,12 +202,23 @@ class ConversationStore:
             "content": validate_text(content, field="content"),
             "timestamp": (timestamp or datetime.now(UTC)).isoformat(),
         }
-        flat = _flatten(fields)
-        seq = self._append(
-            keys=[conversation_key(conversation_id), session_key(conversation_id), DUE_KEY],
-            args=[conversation_id, self._ttl, self._expires_at(), *flat],
+        conv = conversation_key(conversation_id)
+        seq = int(self._redis.eval(NEXT_SEQ_SCRIPT, 1, conv, self._ttl))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.eval(
+            PUT_HASH_SCRIPT,
+            1,
+            message_key(conversation_id, seq),
+            self._ttl,
+            len(fields),
+            *_flatten(fields),
         )
-        return int(seq)
+        pipe.expire(session_key(conversation_id), self._ttl)
+        for earlier in range(seq):
+            pipe.expire(message_key(conversation_id, earlier), self._ttl)
+        pipe.eval(DUE_SCRIPT, 1, DUE_KEY, self._expires_at(), conversation_id)
+        pipe.execute()
+        return seq
 
     def end_conversation(self, conversation_id: str, *, ended_at: datetime | None = None) -> bool:
         """Mark the conversation ended: the archiver picks it up on its next pass.
@@ -296,19 +228,19 @@ class ConversationStore:
         """
         validate_conversation_id(conversation_id)
         ended = (ended_at or datetime.now(UTC)).isoformat()
-        return bool(
-            self._end(
-                keys=[conversation_key(conversation_id), DUE_KEY], args=[conversation_id, ended]
-            )
-        )
+        if not int(self._redis.eval(END_SCRIPT, 1, conversation_key(conversation_id), ended)):
+            return False
+        self._redis.zadd(DUE_KEY, {conversation_id: 0})
+        return True
 
     def remember_merchant(
         self, shop_domain: str, user_id: str, *, merchant_id: str | None = None
     ) -> None:
         """Write ``merchant:<shop>`` with ``user_id``, keeping the other fields already there.
 
-        A read-modify-write under WATCH: a concurrent writer of the same key (the auth service
-        storing a token) makes the transaction retry instead of losing either update.
+        A read-modify-write under WATCH (one key, so also on a cluster): a concurrent writer of
+        the same key (the auth service storing a token) makes the transaction retry instead of
+        losing either update.
         """
         validate_text(
             shop_domain, field="shop_domain", max_length=MAX_SHOP_DOMAIN_LENGTH, required=True
@@ -318,7 +250,7 @@ class ConversationStore:
             _merchant(merchant_id)
         key = merchant_key(shop_domain)
 
-        def merge(pipe: redis.client.Pipeline) -> None:
+        def merge(pipe: Any) -> None:
             current = pipe.get(key)
             pipe.multi()
             pipe.set(
@@ -329,6 +261,15 @@ class ConversationStore:
             )
 
         self._redis.transaction(merge, key)
+
+    def _refresh_messages(self, conversation_id: str, count: int) -> None:
+        """Give the messages of a resumed conversation the same deadline as the rest."""
+        if count <= 0:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for seq in range(count):
+            pipe.expire(message_key(conversation_id, seq), self._ttl)
+        pipe.execute()
 
 
 def _merchant(merchant_id: str) -> str:

@@ -9,20 +9,41 @@ so nothing is dropped silently and nothing crashes the archiver's loop.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from .._constants import MAX_JSON_DEPTH
-from .._validation import conversation_uuid, exceeds_json_depth
+from .._constants import CONVERSATION_UUID_PREFIX, MAX_CONVERSATION_ID_LENGTH, MAX_JSON_DEPTH
+from .._validation import is_canonical_uuid
 
-__all__ = ["RawConversation", "build_row", "decode", "parse_timestamp", "shop_from_merchant"]
+__all__ = [
+    "RawConversation",
+    "build_row",
+    "decode",
+    "load_json",
+    "parse_timestamp",
+    "row_identity",
+    "shop_from_merchant",
+    "usable_user_id",
+]
 
 #: A message field longer than this (UTF-8 bytes) is truncated, with an issue recorded.
 DEFAULT_MAX_FIELD_BYTES: Final = 256 * 1024
+#: Longest text the ``merchant_id`` and ``workflow_name`` columns take (their CHECK constraints).
+MAX_COLUMN_CHARS: Final = 255
+#: What a user id from Redis must look like before it is sent (the database checks the rest).
+_USABLE_USER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+#: Timestamps are kept inside a range both Postgres and Python's datetime can read back (a UTC
+#: instant near year 1 or 9999 can become year 0 or 10000 in another offset).
+EARLIEST: Final = datetime(1, 1, 2, tzinfo=UTC)
+LATEST: Final = datetime(9999, 12, 30, tzinfo=UTC)
+_MAX_POSTGRES_OFFSET: Final = timedelta(hours=15, minutes=59, seconds=59)
 #: Conversation fields that map to columns; the rest of the hash goes to metadata.redis.
 _COLUMN_FIELDS: Final = frozenset(
     {
@@ -78,8 +99,44 @@ def _clean(
     return text
 
 
+class _TooDeep(ValueError):
+    """JSON nested deeper than :data:`MAX_JSON_DEPTH`."""
+
+
+def load_json(text: str | bytes) -> Any:
+    """``json.loads`` that refuses nesting deeper than :data:`MAX_JSON_DEPTH` with ``ValueError``.
+
+    The depth is measured before parsing (brackets outside strings), so a value nested thousands
+    deep never reaches the recursive parser (which would raise ``RecursionError``).
+    """
+    depth = 0
+    in_string = escaped = False
+    raw = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+    if raw.count("[") + raw.count("{") > MAX_JSON_DEPTH:  # cheap test first: most values pass
+        for char in raw:
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif char == "\\":
+                    escaped = True
+                elif char == '"':
+                    in_string = False
+            elif char == '"':
+                in_string = True
+            elif char in "[{":
+                depth += 1
+                if depth > MAX_JSON_DEPTH:
+                    raise _TooDeep(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            elif char in "]}":
+                depth -= 1
+    try:
+        return json.loads(raw)
+    except RecursionError as err:  # pragma: no cover - prevented by the depth check above
+        raise _TooDeep(str(err)) from None
+
+
 def _clean_json(value: Any, issues: list[str], where: str, max_bytes: int) -> Any:
-    """Sanitize every string (keys included) inside a JSON value from ``json.loads``."""
+    """Sanitize every string (keys included) inside a JSON value from :func:`load_json`."""
     if isinstance(value, str):
         return _clean(value, issues, where, max_bytes, from_json=True)
     if isinstance(value, list):
@@ -114,6 +171,53 @@ def parse_timestamp(value: str | None) -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed
+
+
+def storable_timestamp(value: datetime, issues: list[str], where: str) -> datetime:
+    """``value`` in UTC, brought inside [:data:`EARLIEST`, :data:`LATEST`] (an issue if moved).
+
+    Postgres accepts ``9999-12-31T23:00-05:00`` (year 10000 in UTC) and ``0001-01-01+00:30``
+    (1 BC), but neither reads back into Python; an offset beyond ±15:59 is refused outright.
+    Every stored instant is therefore UTC and within the range both sides share.
+    """
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = LATEST if value.year > 5000 else EARLIEST
+    clamped = min(max(utc, EARLIEST), LATEST)
+    offset = value.utcoffset()
+    if clamped != utc or (offset is not None and abs(offset) > _MAX_POSTGRES_OFFSET):
+        issues.append(f"{where} {value.isoformat()} out of range; stored as {clamped.isoformat()}")
+    return clamped
+
+
+def usable_user_id(value: str | None, issues: list[str], where: str) -> str | None:
+    """``value`` when it can be a user id; else ``None`` with an issue (the value cut to 64)."""
+    if not value:
+        return None
+    if _USABLE_USER_ID.fullmatch(value):
+        return value
+    shown = value[:64].replace("\x00", "\\x00")
+    issues.append(f"{where} {shown!r} ({len(value)} characters) is not a user id; left unlinked")
+    return None
+
+
+def row_identity(conversation_id: str) -> tuple[str, str | None]:
+    """(row id, source id) of a Redis conversation id: distinct ids never share a row.
+
+    Only a canonical UUID (lowercase, hyphenated) is its own row id; any other id (an uppercase
+    or braced UUID included) maps to ``uuid5(NAMESPACE_URL, prefix + id)`` and is kept in
+    ``source_id``. An id longer than the column (512) is kept cut, with a digest of the whole id
+    so two long ids that share a prefix still differ (the row id hashes the whole id).
+    """
+    if is_canonical_uuid(conversation_id):
+        return conversation_id, None
+    row_id = str(uuid.uuid5(uuid.NAMESPACE_URL, CONVERSATION_UUID_PREFIX + conversation_id))
+    source = conversation_id
+    if len(source) > MAX_CONVERSATION_ID_LENGTH:
+        digest = hashlib.sha256(source.encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
+        source = source[: MAX_CONVERSATION_ID_LENGTH - 40] + "…#sha256:" + digest
+    return row_id, source
 
 
 def shop_from_merchant(merchant_id: str | None) -> str | None:
@@ -176,14 +280,12 @@ def _message_fields(
         # Some writers store a message as one JSON string instead of a hash.
         text = decode(raw, issues, where)
         try:
-            loaded = json.loads(text)
-        except (ValueError, RecursionError):  # RecursionError: nested beyond the stack
-            issues.append(f"{where}: not JSON, kept as raw text")
+            loaded = load_json(text)
+        except _TooDeep:
+            issues.append(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH}, kept as raw text")
             return {"raw": _clean(text, issues, where, max_bytes)}
-        if exceeds_json_depth(loaded):  # would exhaust the stack of every encoder after this
-            issues.append(
-                f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels, kept as raw text"
-            )
+        except ValueError:
+            issues.append(f"{where}: not JSON, kept as raw text")
             return {"raw": _clean(text, issues, where, max_bytes)}
         if not isinstance(loaded, dict):
             issues.append(f"{where}: JSON {type(loaded).__name__}, kept under 'value'")
@@ -191,6 +293,14 @@ def _message_fields(
         cleaned: dict[str, Any] = _clean_json(loaded, issues, where, max_bytes)
         return cleaned
     return _text_map(raw, issues, where, max_bytes)
+
+
+def _column(value: str | None, issues: list[str], name: str) -> str | None:
+    """A text column cut to :data:`MAX_COLUMN_CHARS` (its CHECK constraint), with an issue."""
+    if value is None or len(value) <= MAX_COLUMN_CHARS:
+        return value
+    issues.append(f"{name} of {len(value)} characters cut to {MAX_COLUMN_CHARS}")
+    return value[:MAX_COLUMN_CHARS]
 
 
 def build_row(
@@ -241,8 +351,24 @@ def build_row(
     ended = parse_timestamp(ended_raw)
     if ended_raw and ended is None:
         issues.append(f"ended_at {ended_raw!r} is not a timestamp")
+    started = storable_timestamp(started, issues, "started_at")
+    if ended is not None:
+        ended = storable_timestamp(ended, issues, "ended_at")
 
-    conversation_uid = conversation_uuid(raw.conversation_id)
+    row_id, source_id = row_identity(raw.conversation_id)
+    if source_id is not None and len(source_id) != len(raw.conversation_id):
+        issues.append(
+            f"conversation id of {len(raw.conversation_id)} characters kept cut in source_id"
+        )
+    merchant_id = _column(
+        first(session.get("merchant_id"), conv.get("merchant_id")), issues, "merchant_id"
+    )
+    workflow_name = _column(
+        first(session.get("workflow_name"), conv.get("workflow_name"), conv.get("workflow")),
+        issues,
+        "workflow_name",
+    )
+    user_id = usable_user_id(raw.user_id, issues, "user_id")
     issues = list(dict.fromkeys(issues))  # one note per distinct problem
     extra = {k: v for k, v in conv.items() if k not in _COLUMN_FIELDS}
     metadata: dict[str, Any] = {
@@ -255,14 +381,12 @@ def build_row(
     if extra:
         metadata["redis"] = extra
     row = {
-        "id": str(conversation_uid),
-        # The original id is kept unless it is the UUID's canonical spelling: nothing is lost.
-        "source_id": None if str(conversation_uid) == raw.conversation_id else raw.conversation_id,
-        "user_id": raw.user_id,
-        "merchant_id": first(session.get("merchant_id"), conv.get("merchant_id")),
-        "workflow_name": first(
-            session.get("workflow_name"), conv.get("workflow_name"), conv.get("workflow")
-        ),
+        "id": row_id,
+        # The original id is kept unless it is a canonical UUID: nothing is lost.
+        "source_id": source_id,
+        "user_id": user_id,
+        "merchant_id": merchant_id,
+        "workflow_name": workflow_name,
         "started_at": started.isoformat(),
         "ended_at": ended.isoformat() if ended else None,
         "messages": [m[2] for m in messages],

@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from supabase_identity import IdentityClient, archive_conversation
+from supabase_identity._redis_keys import DEAD_LETTER_KEY, UNLINKED_KEY
 from supabase_identity.archive import (
     DUE_KEY,
     ArchiverConfig,
@@ -30,7 +31,6 @@ from supabase_identity.archive import (
     message_key,
     session_key,
 )
-from supabase_identity.archive._archiver import DEAD_LETTER_KEY, UNLINKED_KEY
 
 from .._wait import wait_until
 from .conftest import PostgrestSwitch
@@ -569,7 +569,7 @@ def test_a_stale_copy_of_a_linked_conversation_is_not_taken_for_unlinked(
     # A shorter copy (a message key gone) whose session lost the user, archived again.
     r.hset(session_key(cid), "user_id", "")
     r.hset(conversation_key(cid), "user_id", "")
-    r.hset(conversation_key(cid), "message_count", 2)
+    r.delete(message_key(cid, 2))
     r.hdel(conversation_key(cid), "archived_count")
 
     report = ConversationArchiver(client, r).run_once()

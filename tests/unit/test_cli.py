@@ -403,9 +403,9 @@ def mock_user_data(
     by_id = {row["id"]: row for row in rows}
 
     def conversations(request: httpx.Request) -> httpx.Response:
-        wanted = request.url.params.get("id")
-        if wanted is not None:  # get_conversation: id=eq.<uuid>
-            return httpx.Response(200, json=[by_id[wanted.removeprefix("eq.")]])
+        wanted = request.url.params.get("or")
+        if wanted is not None:  # get_conversation: or=(id.eq.<uuid>,source_id.eq.<uuid>)
+            return httpx.Response(200, json=[by_id[wanted[len("(id.eq.") :].split(",")[0]]])
         summaries = [{k: v for k, v in r.items() if k != "messages"} for r in rows]
         return httpx.Response(200, json=summaries)
 
@@ -521,7 +521,7 @@ def test_archive_once_stops_after_the_batch_on_sigterm(
 
     def run_once(self: ConversationArchiver, **_: object) -> ArchiveReport:
         os.kill(os.getpid(), signal.SIGTERM)  # handled: not the default "terminate"
-        stopped.append(self._stop.is_set())
+        stopped.append(self.stop_requested)
         return ArchiveReport(found=3, archived=1)
 
     monkeypatch.setattr(ConversationArchiver, "run_once", run_once)

@@ -1,0 +1,253 @@
+"""Reading claimed conversations from Redis: pipelined, bounded by the data, not the keyspace.
+
+A page is read in a few pipelined round trips, the same on one node and on a cluster (a
+cluster pipeline splits itself by node; nothing here spans slots):
+
+1. ``HGETALL`` of each ``conversation:<id>`` and ``session:<id>``, and probes of the first
+   ``message:<id>:<seq>`` keys;
+2. more probes only for conversations whose last probes still found messages;
+3. ``GET`` for messages stored as strings (``HGETALL`` answers WRONGTYPE);
+4. ``GET merchant:<shop>`` for conversations with no user yet.
+
+Probing stops ``probe_gap`` sequence numbers after the last message found, so it crosses gaps
+(a deleted message, numbering from 1) and stops at the conversation's real size. A message
+counter, when the writer keeps one, only sizes the first probe: a counter of five million
+costs nothing more than the messages that exist. The first probe otherwise follows the sizes
+seen on the previous page, so most conversations are read in one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import redis
+
+from .._redis import RedisClient, hash_field, text
+from .._redis_keys import conversation_key, merchant_key, message_key, session_key
+from ._rows import RawConversation, load_json, shop_from_merchant, user_id_candidates
+from ._types import ArchiverConfig, Candidate
+
+__all__ = ["ConversationReader"]
+
+#: Most probes sent for one conversation in one round trip.
+MAX_PROBE_WINDOW: Final = 1024
+#: First probe window before any page has been seen.
+INITIAL_WINDOW: Final = 32
+
+
+def _shop_of(raw: RawConversation) -> str | None:
+    for source in (raw.session, raw.conversation):
+        for name in ("shop_domain", "merchant_id"):
+            shop = shop_from_merchant(text(hash_field(source, name)))
+            if shop:
+                return shop
+    return None
+
+
+def user_from_merchant(value: bytes | str | None) -> str | None:
+    """``user_id`` from a ``merchant:<shop>`` JSON value; ``None`` when absent or unreadable."""
+    found = text(value)
+    if not found:
+        return None
+    try:
+        data = load_json(found)
+    except ValueError:  # bad JSON, or nested too deep to be anything but hostile
+        return None
+    user = data.get("user_id") if isinstance(data, dict) else None
+    return user if isinstance(user, str) and user else None
+
+
+class _Probe:
+    """Where probing of one conversation stands."""
+
+    __slots__ = ("hint", "last_hit", "next_seq", "raw")
+
+    def __init__(self, raw: RawConversation, hint: int | None) -> None:
+        self.raw = raw
+        self.hint = hint
+        self.next_seq = 0
+        self.last_hit = -1
+
+
+class ConversationReader:
+    """Reads pages of claimed conversations into :class:`RawConversation` s."""
+
+    def __init__(self, redis_client: RedisClient, config: ArchiverConfig) -> None:
+        self._redis = redis_client
+        self._gap = config.probe_gap
+        self._max_messages = config.max_messages
+        self._window = INITIAL_WINDOW
+
+    def read(
+        self, claimed: Sequence[Candidate], *, user_id: str | None = None
+    ) -> dict[str, RawConversation]:
+        """The conversations that still exist, by id; ``user_id`` overrides what Redis says."""
+        if not claimed:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        windows: list[int] = []
+        for candidate in claimed:
+            cid = candidate.conversation_id
+            pipe.hgetall(conversation_key(cid))
+            pipe.hgetall(session_key(cid))
+            window = self._first_window(candidate.message_count_hint)
+            windows.append(window)
+            for seq in range(window):
+                pipe.hgetall(message_key(cid, seq))
+        results = pipe.execute(raise_on_error=False)
+        raws: dict[str, RawConversation] = {}
+        probes: list[_Probe] = []
+        strings: list[tuple[_Probe, int]] = []
+        at = 0
+        for candidate, window in zip(claimed, windows, strict=True):
+            cid = candidate.conversation_id
+            conv, session = results[at], results[at + 1]
+            replies = results[at + 2 : at + 2 + window]
+            at += 2 + window
+            raw = RawConversation(cid, {}, {}, [])
+            raw.conversation = self._hash(conv, raw, f"conversation:{cid}")
+            raw.session = self._hash(session, raw, f"session:{cid}")
+            probe = _Probe(raw, candidate.message_count_hint)
+            self._take(probe, 0, replies, strings)
+            if not raw.conversation and not raw.session and probe.last_hit < 0:
+                continue  # nothing left in Redis: vanished
+            raws[cid] = raw
+            probes.append(probe)
+        self._probe_further(probes, strings)
+        self._read_strings(strings)
+        self._learn(probes)
+        for probe in probes:
+            probe.raw.messages.sort(key=lambda pair: pair[0])
+            if probe.hint is not None and len(probe.raw.messages) < probe.hint:
+                # The writer counted more messages than exist: say which are missing.
+                found = {seq for seq, _ in probe.raw.messages}
+                limit = min(probe.hint, probe.next_seq)
+                missing = [seq for seq in range(limit) if seq not in found][:20]
+                if missing:
+                    shown = ", ".join(map(str, missing))
+                    probe.raw.issues.append(f"messages missing from Redis: {shown}")
+        self._resolve_users(raws, explicit=user_id)
+        return raws
+
+    # ------------------------------------------------------------------ probing
+
+    def _first_window(self, hint: int | None) -> int:
+        if hint is not None and 0 <= hint <= MAX_PROBE_WINDOW - self._gap:
+            return hint + self._gap
+        return self._window
+
+    def _take(
+        self,
+        probe: _Probe,
+        start: int,
+        replies: Sequence[Any],
+        strings: list[tuple[_Probe, int]],
+    ) -> None:
+        for offset, reply in enumerate(replies):
+            seq = start + offset
+            if isinstance(reply, redis.ResponseError) and "WRONGTYPE" in str(reply):
+                strings.append((probe, seq))  # a string (JSON perhaps), or another type
+                probe.last_hit = seq
+            elif isinstance(reply, redis.ResponseError):
+                probe.raw.issues.append(f"message {seq}: unreadable ({reply})")
+                probe.last_hit = seq
+            elif isinstance(reply, Exception):
+                raise reply  # connection trouble: the pass fails and is retried, nothing marked
+            elif reply:
+                probe.raw.messages.append((seq, reply))
+                probe.last_hit = seq
+        probe.next_seq = start + len(replies)
+
+    def _unfinished(self, probe: _Probe) -> bool:
+        if probe.next_seq >= self._max_messages:
+            if probe.next_seq - probe.last_hit <= self._gap:
+                probe.raw.issues.append(
+                    f"more than {self._max_messages} messages: the rest were not read"
+                )
+            return False
+        return probe.next_seq - probe.last_hit <= self._gap
+
+    def _probe_further(self, probes: list[_Probe], strings: list[tuple[_Probe, int]]) -> None:
+        pending = [p for p in probes if self._unfinished(p)]
+        while pending:
+            pipe = self._redis.pipeline(transaction=False)
+            sizes: list[int] = []
+            for probe in pending:
+                # Double what was found so far: a long conversation takes log2(n) rounds.
+                size = min(
+                    MAX_PROBE_WINDOW,
+                    max(self._gap * 2, probe.next_seq),
+                    self._max_messages - probe.next_seq,
+                )
+                sizes.append(size)
+                cid = probe.raw.conversation_id
+                for seq in range(probe.next_seq, probe.next_seq + size):
+                    pipe.hgetall(message_key(cid, seq))
+            results = pipe.execute(raise_on_error=False)
+            at = 0
+            for probe, size in zip(pending, sizes, strict=True):
+                self._take(probe, probe.next_seq, results[at : at + size], strings)
+                at += size
+            pending = [p for p in pending if self._unfinished(p)]
+
+    def _learn(self, probes: Sequence[_Probe]) -> None:
+        """Size the next page's first probe on this page's conversations (90th percentile)."""
+        if not probes:
+            return
+        sizes = sorted(p.last_hit + 1 for p in probes)
+        typical = sizes[min(len(sizes) - 1, (len(sizes) * 9) // 10)]
+        self._window = max(INITIAL_WINDOW, min(MAX_PROBE_WINDOW, typical + self._gap))
+
+    def _read_strings(self, strings: Sequence[tuple[_Probe, int]]) -> None:
+        if not strings:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for probe, seq in strings:
+            pipe.get(message_key(probe.raw.conversation_id, seq))
+        for (probe, seq), value in zip(strings, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(value, bytes | str):
+                probe.raw.messages.append((seq, value))
+            elif isinstance(value, redis.ResponseError):
+                probe.raw.issues.append(f"message {seq}: not a hash or a string, skipped")
+            elif isinstance(value, Exception):
+                raise value
+            # None: the key expired between the two reads; nothing to keep
+
+    @staticmethod
+    def _hash(reply: Any, raw: RawConversation, name: str) -> dict[bytes | str, bytes | str]:
+        if isinstance(reply, redis.ResponseError):
+            raw.issues.append(f"{name} is not a hash; ignored")
+            return {}
+        if isinstance(reply, Exception):
+            raise reply
+        return dict(reply)
+
+    # ------------------------------------------------------------------ users
+
+    def _resolve_users(self, raws: Mapping[str, RawConversation], *, explicit: str | None) -> None:
+        """user_id from the call, the session, the conversation, then ``merchant:<shop>``."""
+        lookups: dict[str, str] = {}
+        for cid, raw in raws.items():
+            if explicit:
+                raw.user_id = explicit
+                continue
+            raw.user_id = next(iter(user_id_candidates(raw.conversation, raw.session)), None)
+            if raw.user_id is None:
+                shop = _shop_of(raw)
+                if shop:
+                    lookups[cid] = shop
+        if not lookups:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for shop in lookups.values():
+            pipe.get(merchant_key(shop))
+        values = pipe.execute(raise_on_error=False)
+        for (cid, shop), value in zip(lookups.items(), values, strict=True):
+            if isinstance(value, Exception) and not isinstance(value, redis.ResponseError):
+                raise value
+            found = value if isinstance(value, bytes | str) else None
+            user = user_from_merchant(found)
+            if user is None and value is not None:
+                raws[cid].issues.append(f"merchant:{shop} holds no usable user_id")
+            raws[cid].user_id = user
