@@ -31,6 +31,7 @@ __all__ = [
     "connect_redis",
     "hash_field",
     "is_cluster",
+    "queue_script",
     "scan_pages",
     "text",
 ]
@@ -95,6 +96,15 @@ def text(value: bytes | str | None) -> str | None:
     if value is None:
         return None
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+def queue_script(pipe: Any, script: str, key: str, *args: str | int | float) -> None:
+    """Queue a one-key Lua script on a pipeline of either topology.
+
+    Cluster pipelines refuse ``pipe.eval`` (EVAL is blocked there), but route an ``EVAL`` sent
+    as a raw command by its key like any other command; plain pipelines take it the same way.
+    """
+    pipe.execute_command("EVAL", script, 1, key, *args)
 
 
 def as_int(value: bytes | str | None) -> int | None:

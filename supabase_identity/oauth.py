@@ -29,6 +29,7 @@ from ._constants import (
     MAX_NAME_LENGTH,
     MAX_SHOPIFY_ID_LENGTH,
 )
+from ._redis import queue_script
 from ._redis_keys import SET_IF_EXISTS_SCRIPT, conversation_key, merchant_key, session_key
 from ._validation import (
     normalize_shop_domain,
@@ -163,6 +164,8 @@ async def acomplete_oauth(
     if conversation_id is not None:
         pipe = redis_client.pipeline(transaction=False)
         for key in (session_key(conversation_id), conversation_key(conversation_id)):
-            pipe.eval(SET_IF_EXISTS_SCRIPT, 1, key, "user_id", user_id, "merchant_id", merchant)
+            queue_script(
+                pipe, SET_IF_EXISTS_SCRIPT, key, "user_id", user_id, "merchant_id", merchant
+            )
         await pipe.execute()
     return OAuthResult(user_id=user_id, is_new=is_new, merchant_id=merchant, shop_domain=shop)

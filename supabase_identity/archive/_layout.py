@@ -36,7 +36,7 @@ from .._constants import (
     MAX_SHOP_DOMAIN_LENGTH,
     MAX_WORKFLOW_NAME_LENGTH,
 )
-from .._redis import RedisClient
+from .._redis import RedisClient, queue_script
 from .._redis_keys import (
     DUE_KEY,
     DUE_SCRIPT,
@@ -157,8 +157,8 @@ class ConversationStore:
             (session_key(conversation_id), defaults),
         ):
             args: list[str | int] = [self._ttl, len(given), *_flatten(given), *_flatten(fallback)]
-            pipe.eval(PUT_HASH_SCRIPT, 1, key, *args)
-        pipe.eval(DUE_SCRIPT, 1, DUE_KEY, self._expires_at(), conversation_id)
+            queue_script(pipe, PUT_HASH_SCRIPT, key, *args)
+        queue_script(pipe, DUE_SCRIPT, DUE_KEY, self._expires_at(), conversation_id)
         count = int(pipe.execute()[0])
         self._refresh_messages(conversation_id, count)
 
@@ -177,7 +177,7 @@ class ConversationStore:
         args = ["user_id", user_id] + (["merchant_id", merchant_id] if merchant_id else [])
         pipe = self._redis.pipeline(transaction=False)
         for key in (session_key(conversation_id), conversation_key(conversation_id)):
-            pipe.eval(SET_IF_EXISTS_SCRIPT, 1, key, *args)
+            queue_script(pipe, SET_IF_EXISTS_SCRIPT, key, *args)
         return any(int(touched) for touched in pipe.execute())
 
     def append_message(
@@ -205,9 +205,9 @@ class ConversationStore:
         conv = conversation_key(conversation_id)
         seq = int(self._redis.eval(NEXT_SEQ_SCRIPT, 1, conv, self._ttl))
         pipe = self._redis.pipeline(transaction=False)
-        pipe.eval(
+        queue_script(
+            pipe,
             PUT_HASH_SCRIPT,
-            1,
             message_key(conversation_id, seq),
             self._ttl,
             len(fields),
@@ -216,7 +216,7 @@ class ConversationStore:
         pipe.expire(session_key(conversation_id), self._ttl)
         for earlier in range(seq):
             pipe.expire(message_key(conversation_id, earlier), self._ttl)
-        pipe.eval(DUE_SCRIPT, 1, DUE_KEY, self._expires_at(), conversation_id)
+        queue_script(pipe, DUE_SCRIPT, DUE_KEY, self._expires_at(), conversation_id)
         pipe.execute()
         return seq
 

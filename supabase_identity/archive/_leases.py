@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import redis
 
-from .._redis import RedisClient
+from .._redis import RedisClient, queue_script
 from .._redis_keys import RELEASE_SCRIPT, RENEW_SCRIPT, lease_key
 
 __all__ = ["Leases"]
@@ -61,7 +61,7 @@ class Leases:
             self._held.difference_update(ids)
         pipe = self._redis.pipeline(transaction=False)
         for cid in ids:
-            pipe.eval(RELEASE_SCRIPT, 1, lease_key(cid), self.worker_id)
+            queue_script(pipe, RELEASE_SCRIPT, lease_key(cid), self.worker_id)
         pipe.execute()
 
     def renew(self) -> int:
@@ -72,7 +72,7 @@ class Leases:
             return 0
         pipe = self._redis.pipeline(transaction=False)
         for cid in ids:
-            pipe.eval(RENEW_SCRIPT, 1, lease_key(cid), self.worker_id, self._ttl_ms)
+            queue_script(pipe, RENEW_SCRIPT, lease_key(cid), self.worker_id, self._ttl_ms)
         results = pipe.execute(raise_on_error=False)
         lost = [cid for cid, ok in zip(ids, results, strict=True) if ok == 0]
         if lost:

@@ -69,7 +69,8 @@ class Linker:
             pipe.hget(conversation_key(cid), "user_id")
             merchant = info.get("merchant_id")
             shop = shop_from_merchant(merchant if isinstance(merchant, str) else None)
-            pipe.get(merchant_key(shop)) if shop else pipe.echo("")
+            # A key that cannot exist keeps three answers per entry (GET of a missing key).
+            pipe.get(merchant_key(shop) if shop else conversation_key(cid) + ":no-merchant")
         values = pipe.execute(raise_on_error=False)
         for value in values:
             if isinstance(value, Exception) and not isinstance(value, redis.ResponseError):

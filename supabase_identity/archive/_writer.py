@@ -22,7 +22,7 @@ from typing import Any, Final
 import redis
 
 from .._exceptions import APIStatusError, ValidationError
-from .._redis import RedisClient
+from .._redis import RedisClient, queue_script
 from .._redis_keys import DEAD_LETTER_KEY, MARK_SCRIPT, UNLINKED_KEY, conversation_key
 from ._rows import RawConversation, build_row
 from ._types import ArchiverConfig, ArchiveReport, Candidate, ReadyRow, RpcCaller
@@ -149,7 +149,7 @@ class ArchiveWriter:
                 report.rearchived += 1
             else:  # stale: the database already holds a longer copy
                 report.unchanged += 1
-            pipe.eval(MARK_SCRIPT, 1, conversation_key(cid), ready.message_count, stamp)
+            queue_script(pipe, MARK_SCRIPT, conversation_key(cid), ready.message_count, stamp)
             if outcome.get("user_id") is None:
                 report.unlinked += 1
                 pipe.hset(

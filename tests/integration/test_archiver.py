@@ -1,7 +1,10 @@
 """The archiver against the real stack: Redis → PostgREST → Postgres, nothing lost.
 
-Each test gets its own Redis database (flushed) so passes see only that test's conversations.
-Rows are checked in Postgres directly (SUPABASE_DB_URL, tests only): the package never uses it.
+Every test runs twice: on the stack's single Redis and on a Redis Cluster of 3 primaries and 3
+replicas (``scripts/stack cluster up``, ``REDIS_CLUSTER_URL``). Each test gets its own Redis
+database on the single node, and the whole (private) cluster, flushed, so passes see only that
+test's conversations. Rows are checked in Postgres directly (SUPABASE_DB_URL, tests only): the
+package never uses it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+import redis.cluster
 
 from supabase_identity import IdentityClient, archive_conversation
+from supabase_identity._redis import RedisClient, connect_redis
 from supabase_identity._redis_keys import DEAD_LETTER_KEY, UNLINKED_KEY
 from supabase_identity.archive import (
     DUE_KEY,
@@ -49,13 +54,23 @@ def _env(name: str) -> str:
     return value
 
 
-@pytest.fixture
-def r() -> Iterator[redis.Redis]:
-    url = _env("REDIS_URL").rsplit("/", 1)[0] + f"/{ARCHIVER_REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+def _flush(client: RedisClient) -> None:
+    if isinstance(client, redis.cluster.RedisCluster):
+        client.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    else:
+        client.flushdb()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def r(request: pytest.FixtureRequest) -> Iterator[RedisClient]:
+    if request.param == "cluster":
+        client = connect_redis(_env("REDIS_CLUSTER_URL"), cluster=True)
+    else:
+        url = _env("REDIS_URL").rsplit("/", 1)[0] + f"/{ARCHIVER_REDIS_DB}"
+        client = connect_redis(url, cluster=False)
+    _flush(client)
     yield client
-    client.flushdb()
+    _flush(client)
     client.close()
 
 
@@ -120,7 +135,7 @@ def write_conversation(
 
 
 def test_archives_ended_conversation_with_user_and_marks_after_write(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     store = ConversationStore(r)
@@ -143,7 +158,7 @@ def test_archives_ended_conversation_with_user_and_marks_after_write(
 
 
 def test_conversation_that_grows_is_rearchived_in_the_same_row(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     store = ConversationStore(r)
@@ -166,7 +181,7 @@ def test_conversation_that_grows_is_rearchived_in_the_same_row(
 
 
 def test_window_selects_conversations_near_expiry_only(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     soon = write_conversation(ConversationStore(r, ttl=timedelta(hours=1)), user_id, 1, end=False)
@@ -182,7 +197,7 @@ def test_window_selects_conversations_near_expiry_only(
 
 
 def test_legacy_layout_without_index_is_found_by_scan_and_linked_via_merchant(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     domain = shop()
     user_id, _ = client.get_or_create_user(domain)
@@ -225,7 +240,7 @@ def test_legacy_layout_without_index_is_found_by_scan_and_linked_via_merchant(
 
 
 def test_unlinked_conversation_is_archived_then_linked_when_user_known(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     domain = shop()
     name = domain.removesuffix(".myshopify.com")
@@ -253,7 +268,7 @@ def test_unlinked_conversation_is_archived_then_linked_when_user_known(
 
 
 def test_user_id_not_yet_in_database_is_kept_pending_then_linked(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     ghost = "usr_" + uuid.uuid4().hex[:20]
     store = ConversationStore(r)
@@ -271,7 +286,7 @@ def test_user_id_not_yet_in_database_is_kept_pending_then_linked(
 
 
 def test_malformed_data_never_blocks_the_batch(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     store = ConversationStore(r)
@@ -305,7 +320,7 @@ def test_malformed_data_never_blocks_the_batch(
 
 
 def test_archive_conversation_function(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     store = ConversationStore(r)
@@ -337,7 +352,7 @@ class _Rendezvous:
 
 
 def test_two_archivers_in_parallel_archive_each_conversation_once(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     store = ConversationStore(r)
@@ -414,7 +429,7 @@ class _FaultAfter:
 
 
 def test_postgrest_down_mid_run_nothing_marked_without_its_row(
-    r: redis.Redis,
+    r: RedisClient,
     client: IdentityClient,
     db: psycopg.Connection[Any],
     sdk_postgrest: PostgrestSwitch,
@@ -498,7 +513,7 @@ class _RefusingClient:
 
 
 def test_errors_that_are_not_about_the_data_end_the_pass_without_dead_letters(
-    r: redis.Redis,
+    r: RedisClient,
 ) -> None:
     from supabase_identity import PermissionDeniedError
 
@@ -515,7 +530,7 @@ def test_errors_that_are_not_about_the_data_end_the_pass_without_dead_letters(
     assert list(r.scan_iter(match="identity:archive:lease:*")) == []
 
 
-def test_resuming_a_session_keeps_its_user_and_refreshes_its_messages(r: redis.Redis) -> None:
+def test_resuming_a_session_keeps_its_user_and_refreshes_its_messages(r: RedisClient) -> None:
     store = ConversationStore(r, ttl=timedelta(hours=1))
     user = "usr_" + uuid.uuid4().hex[:20]
     cid = str(uuid.uuid4())
@@ -533,7 +548,7 @@ def test_resuming_a_session_keeps_its_user_and_refreshes_its_messages(r: redis.R
     assert r.hget(conversation_key(cid), "message_count") == b"1"
 
 
-def test_ending_a_vanished_conversation_creates_nothing(r: redis.Redis) -> None:
+def test_ending_a_vanished_conversation_creates_nothing(r: RedisClient) -> None:
     gone = str(uuid.uuid4())
     assert ConversationStore(r).end_conversation(gone) is False
     assert r.exists(conversation_key(gone)) == 0
@@ -541,7 +556,7 @@ def test_ending_a_vanished_conversation_creates_nothing(r: redis.Redis) -> None:
 
 
 def test_conversation_larger_than_a_request_is_archived_truncated(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     store = ConversationStore(r)
@@ -560,7 +575,7 @@ def test_conversation_larger_than_a_request_is_archived_truncated(
 
 
 def test_a_stale_copy_of_a_linked_conversation_is_not_taken_for_unlinked(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     store = ConversationStore(r)
@@ -608,7 +623,7 @@ class _HoldAt:
 
 
 def test_cancelling_run_forever_stops_the_pass_and_releases_its_leases(
-    r: redis.Redis, client: IdentityClient, db: psycopg.Connection[Any]
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
     user_id, _ = client.get_or_create_user(shop())
     store = ConversationStore(r)
