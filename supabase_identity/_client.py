@@ -84,6 +84,7 @@ from ._models import (
     UserProfile,
 )
 from ._outbox import AsyncMemoryOutbox, AsyncRedisOutbox, MemoryOutbox, RedisOutbox
+from ._redis import AsyncRedisClient, AsyncRedisConnector, RedisClient, RedisConnector
 from ._settings import Settings, check_credential, load_settings
 from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, given
 from ._validation import validate_user_id
@@ -109,7 +110,7 @@ class _Resources:
 
     http: httpx.Client | httpx.AsyncClient
     owns_http: bool
-    redis: redis.Redis | redis.asyncio.Redis | None = None
+    redis: RedisOutbox | AsyncRedisOutbox | None = None
     closed: bool = False
 
 
@@ -121,6 +122,7 @@ class _Credentials:
     public_key: str | None
     jwt_secret: str | None
     redis_url: str | None
+    redis_cluster: bool | None = None
 
 
 def _secret(value: Any) -> str | None:
@@ -180,6 +182,7 @@ def _resolve(
         public_key=anon,
         jwt_secret=_secret(settings.jwt_secret),
         redis_url=resolved_redis,
+        redis_cluster=settings.redis_cluster,
     )
 
 
@@ -187,24 +190,25 @@ def _redis_backoff() -> ExponentialWithJitterBackoff:
     return ExponentialWithJitterBackoff(cap=0.5, base=0.05)
 
 
-def _sync_redis(url: str) -> redis.Redis:
-    """A Redis client for the outbox that fails fast (see ``REDIS_*`` in ``_constants``)."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-        socket_timeout=REDIS_SOCKET_TIMEOUT,
-        retry=redis.retry.Retry(_redis_backoff(), REDIS_RETRIES),
-    )
+def _redis_options(retry: object) -> dict[str, object]:
+    """Client options for the outbox's Redis: fail fast (see ``REDIS_*`` in ``_constants``)."""
+    return {
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "retry": retry,
+    }
 
 
-def _async_redis(url: str) -> redis.asyncio.Redis:
+def _sync_redis(url: str, cluster: bool | None) -> RedisConnector:
+    """The outbox's Redis (one node or a cluster, detected on first use; no I/O here)."""
+    retry = redis.retry.Retry(_redis_backoff(), REDIS_RETRIES)
+    return RedisConnector(url, cluster=cluster, **_redis_options(retry))
+
+
+def _async_redis(url: str, cluster: bool | None) -> AsyncRedisConnector:
     """The ``redis.asyncio`` twin of :func:`_sync_redis`."""
-    return redis.asyncio.Redis.from_url(
-        url,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-        socket_timeout=REDIS_SOCKET_TIMEOUT,
-        retry=redis.asyncio.retry.Retry(_redis_backoff(), REDIS_RETRIES),
-    )
+    retry = redis.asyncio.retry.Retry(_redis_backoff(), REDIS_RETRIES)
+    return AsyncRedisConnector(url, cluster=cluster, **_redis_options(retry))
 
 
 def _client_headers(bearer: str) -> dict[str, str]:
@@ -340,7 +344,7 @@ class IdentityClient(_ClientCommon):
         access_token: str | None = None,
         jwt_secret: str | None = None,
         redis_url: str | NotGiven | None = NOT_GIVEN,
-        redis_client: redis.Redis | None = None,
+        redis_client: RedisClient | None = None,
         outbox: SyncOutbox | None = None,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
@@ -374,9 +378,9 @@ class IdentityClient(_ClientCommon):
         elif redis_client is not None:
             self._outbox = RedisOutbox(redis_client)
         elif creds.redis_url:
-            owned = _sync_redis(creds.redis_url)
+            owned = RedisOutbox(_sync_redis(creds.redis_url, creds.redis_cluster))
             self._res.redis = owned
-            self._outbox = RedisOutbox(owned)
+            self._outbox = owned
         else:
             self._outbox = self._fallback
         self._connect(self._api_key)
@@ -444,7 +448,7 @@ class IdentityClient(_ClientCommon):
         http = self._res.http
         if self._res.owns_http and isinstance(http, httpx.Client):
             http.close()
-        if isinstance(self._res.redis, redis.Redis):
+        if isinstance(self._res.redis, RedisOutbox):
             self._res.redis.close()
 
     def with_options(
@@ -906,7 +910,7 @@ class AsyncIdentityClient(_ClientCommon):
         access_token: str | None = None,
         jwt_secret: str | None = None,
         redis_url: str | NotGiven | None = NOT_GIVEN,
-        redis_client: redis.asyncio.Redis | None = None,
+        redis_client: AsyncRedisClient | None = None,
         outbox: AsyncRedisOutbox | MemoryOutbox | None = None,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
@@ -945,9 +949,9 @@ class AsyncIdentityClient(_ClientCommon):
         elif redis_client is not None:
             self._outbox = AsyncRedisOutbox(redis_client)
         elif creds.redis_url:
-            owned = _async_redis(creds.redis_url)
-            self._res.redis = owned
-            self._outbox = AsyncRedisOutbox(owned)
+            owned_async = AsyncRedisOutbox(_async_redis(creds.redis_url, creds.redis_cluster))
+            self._res.redis = owned_async
+            self._outbox = owned_async
         else:
             self._outbox = self._fallback
         self._connect(self._api_key)
@@ -1013,7 +1017,7 @@ class AsyncIdentityClient(_ClientCommon):
         http = self._res.http
         if self._res.owns_http and isinstance(http, httpx.AsyncClient):
             await http.aclose()
-        if isinstance(self._res.redis, redis.asyncio.Redis):
+        if isinstance(self._res.redis, AsyncRedisOutbox):
             await self._res.redis.aclose()
 
     def with_options(

@@ -9,12 +9,16 @@ twice (after a crash, or when an answer was lost) is harmless.
 Two implementations:
 
 * :class:`RedisOutbox` / :class:`AsyncRedisOutbox` (when ``REDIS_URL`` or a Redis client is
-  configured) — durable across restarts and shared by every process of a service. Keys::
+  configured) — durable across restarts and shared by every process of a service, on one
+  Redis or a Redis Cluster (the keys share a hash tag, so each script stays in one slot)::
 
-      identity:outbox:events             list, pending events (JSON), oldest first
-      identity:outbox:events:processing  list, the batch being delivered right now
-      identity:outbox:events:dead        list, dead letters (JSON: event, reason, time)
-      identity:outbox:events:lock        flush lock (SET NX PX, owner token, refreshed)
+      {identity:outbox:events}             list, pending events (JSON), oldest first
+      {identity:outbox:events}:processing  list, the batch being delivered right now
+      {identity:outbox:events}:dead        list, dead letters (JSON: event, reason, time)
+      {identity:outbox:events}:lock        flush lock (SET NX PX, owner token, refreshed)
+
+  Events left in the lists named before the hash tag (``identity:outbox:events``,
+  ``…:processing``, ``…:dead``) are moved into these on the first flush.
 
   A flusher holds the lock, moves a batch from pending to processing atomically (Lua), delivers
   it, then deletes it from processing (Lua, still holding the lock). A flusher that crashes
@@ -39,9 +43,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
-import redis
-import redis.asyncio
-
 from ._constants import (
     DEFAULT_MEMORY_DEAD_LETTER_SIZE,
     DEFAULT_MEMORY_OUTBOX_SIZE,
@@ -49,6 +50,15 @@ from ._constants import (
     OUTBOX_LOCK_TTL_MS,
 )
 from ._models import DeadLetter, OutboxEvent, OutboxStats
+from ._redis import AsyncRedisClient, AsyncRedisConnector, RedisClient, RedisConnector
+from ._redis_keys import (
+    OUTBOX_ACK_SCRIPT,
+    OUTBOX_CLAIM_SCRIPT,
+    OUTBOX_LOCK_SCRIPT,
+    OUTBOX_RELEASE_SCRIPT,
+    legacy_outbox_keys,
+    outbox_keys,
+)
 
 __all__ = ["AsyncRedisOutbox", "MemoryOutbox", "RedisOutbox"]
 
@@ -229,44 +239,11 @@ class AsyncMemoryOutbox:
 
 
 # --- Redis ------------------------------------------------------------------------------------
+# Key names and scripts live in _redis_keys (the outbox's keys share one hash tag, so its
+# scripts run on a Redis Cluster too).
 
-# KEYS: pending, processing, lock. ARGV: token, n. Returns the batch (an unfinished batch left
-# by a crashed flusher first), or false when the caller no longer holds the lock.
-_CLAIM_LUA = """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
-local inflight = redis.call('LRANGE', KEYS[2], 0, -1)
-if #inflight > 0 then return inflight end
-local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-if #items > 0 then
-  redis.call('LTRIM', KEYS[1], #items, -1)
-  redis.call('RPUSH', KEYS[2], unpack(items))
-end
-return items
-"""
-
-# KEYS: processing, dead, lock. ARGV: token, dead letters... Deletes the delivered batch.
-_ACK_LUA = """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-if #ARGV > 1 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 2)) end
-return 1
-"""
-
-# KEYS: pending, processing, lock. ARGV: token. Puts the batch back at the head, in order.
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-local items = redis.call('LRANGE', KEYS[2], 0, -1)
-for i = #items, 1, -1 do redis.call('LPUSH', KEYS[1], items[i]) end
-redis.call('DEL', KEYS[2])
-return #items
-"""
-
-# KEYS: lock. ARGV: token, ttl_ms (ttl_ms = 0 deletes). Only the owner may extend or release.
-_LOCK_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if tonumber(ARGV[2]) == 0 then return redis.call('DEL', KEYS[1]) end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-"""
+#: Entries moved per round trip when draining the lists written before the hash tag.
+_DRAIN_CHUNK = 500
 
 
 def _decode(raw: bytes | str) -> str:
@@ -284,10 +261,17 @@ class _RedisKeys:
 
     def __init__(self, key_prefix: str, lock_ttl_ms: int) -> None:
         self.key_prefix = key_prefix
-        self.pending_key = key_prefix
-        self.processing_key = f"{key_prefix}:processing"
-        self.dead_key = f"{key_prefix}:dead"
-        self.lock_key = f"{key_prefix}:lock"
+        self.pending_key, self.processing_key, self.dead_key, self.lock_key = outbox_keys(
+            key_prefix
+        )
+        legacy_pending, legacy_processing = legacy_outbox_keys(key_prefix)
+        #: (old list, new list) pairs drained before the first claim; the dead list is kept.
+        self._legacy = [
+            (legacy_processing, self.pending_key),
+            (legacy_pending, self.pending_key),
+            (legacy_pending + ":dead", self.dead_key),
+        ]
+        self._legacy_drained = False
         self.lock_ttl_ms = lock_ttl_ms
         self._token = uuid.uuid4().hex
         self._local = threading.Lock()
@@ -336,22 +320,41 @@ class RedisOutbox(_RedisKeys):
         outbox = RedisOutbox(redis.Redis.from_url("redis://localhost:6379/0"))
         client = IdentityClient(outbox=outbox)
 
-    The Redis client is not closed by the outbox: whoever created it closes it.
+    ``client`` is a ``redis.Redis``, a ``RedisCluster``, or a :class:`RedisConnector` (built
+    on first use). A client passed in is not closed by the outbox: whoever created it closes it.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient | RedisConnector,
         *,
         key_prefix: str = OUTBOX_KEY_PREFIX,
         lock_ttl_ms: int = OUTBOX_LOCK_TTL_MS,
     ) -> None:
         super().__init__(key_prefix, lock_ttl_ms)
-        self.redis = client
-        self._claim = client.register_script(_CLAIM_LUA)
-        self._ack = client.register_script(_ACK_LUA)
-        self._release = client.register_script(_RELEASE_LUA)
-        self._lock = client.register_script(_LOCK_LUA)
+        self._source = client
+
+    @property
+    def redis(self) -> RedisClient:
+        """The Redis client (built on first use when the outbox was given a connector)."""
+        if isinstance(self._source, RedisConnector):
+            return self._source.client()
+        return self._source
+
+    def close(self) -> None:
+        """Close the client if the outbox built it (from a connector)."""
+        if isinstance(self._source, RedisConnector):
+            self._source.close()
+
+    def _drain_legacy(self) -> None:
+        """Move events left in the lists written before the hash tag (see ``_redis_keys``)."""
+        if self._legacy_drained:
+            return
+        for old, new in self._legacy:
+            while items := self.redis.lrange(old, 0, _DRAIN_CHUNK - 1):
+                self.redis.rpush(new, *items)  # a crash here redelivers; ids deduplicate
+                self.redis.ltrim(old, len(items), -1)
+        self._legacy_drained = True
 
     def push(self, events: Sequence[OutboxEvent]) -> None:
         """Append ``events`` to the pending list (raises ``redis.RedisError`` if Redis is down)."""
@@ -373,38 +376,37 @@ class RedisOutbox(_RedisKeys):
 
     def refresh_lock(self) -> bool:
         """Extend the lock; ``False`` if it expired and someone else may hold it."""
-        return bool(self._lock(keys=[self.lock_key], args=[self._token, self.lock_ttl_ms]))
+        return bool(
+            self.redis.eval(OUTBOX_LOCK_SCRIPT, 1, self.lock_key, self._token, self.lock_ttl_ms)
+        )
 
     def unlock(self) -> None:
         """Release the lock if this outbox still owns it."""
         try:
-            self._lock(keys=[self.lock_key], args=[self._token, 0])
+            self.redis.eval(OUTBOX_LOCK_SCRIPT, 1, self.lock_key, self._token, 0)
         finally:
             self._local.release()
 
     def claim(self, max_items: int) -> list[OutboxEvent] | None:
         """Move the next batch to the processing list and return it; ``None`` if lock lost."""
-        raws = self._claim(
-            keys=[self.pending_key, self.processing_key, self.lock_key],
-            args=[self._token, max_items],
-        )
+        self._drain_legacy()
+        keys = (self.pending_key, self.processing_key, self.lock_key)
+        raws = self.redis.eval(OUTBOX_CLAIM_SCRIPT, 3, *keys, self._token, max_items)
         if raws is None:
             return None
         return self._parse_batch(raws)
 
     def ack(self, dead: Sequence[DeadLetter] = ()) -> None:
         """Delete the delivered batch and append its dead letters, atomically."""
-        done = self._ack(
-            keys=[self.processing_key, self.dead_key, self.lock_key], args=self._ack_args(dead)
-        )
+        keys = (self.processing_key, self.dead_key, self.lock_key)
+        done = self.redis.eval(OUTBOX_ACK_SCRIPT, 3, *keys, *self._ack_args(dead))
         if not done:
             log.warning("Lost the outbox flush lock before acknowledging; batch will be resent")
 
     def release(self) -> None:
         """Return the batch to the head of the pending list (delivery failed)."""
-        self._release(
-            keys=[self.pending_key, self.processing_key, self.lock_key], args=[self._token]
-        )
+        keys = (self.pending_key, self.processing_key, self.lock_key)
+        self.redis.eval(OUTBOX_RELEASE_SCRIPT, 3, *keys, self._token)
 
     def add_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
         """Append dead letters produced outside a flush."""
@@ -442,27 +444,46 @@ class AsyncRedisOutbox(_RedisKeys):
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncRedisClient | AsyncRedisConnector,
         *,
         key_prefix: str = OUTBOX_KEY_PREFIX,
         lock_ttl_ms: int = OUTBOX_LOCK_TTL_MS,
     ) -> None:
         super().__init__(key_prefix, lock_ttl_ms)
-        self.redis = client
-        self._claim = client.register_script(_CLAIM_LUA)
-        self._ack = client.register_script(_ACK_LUA)
-        self._release = client.register_script(_RELEASE_LUA)
-        self._lock = client.register_script(_LOCK_LUA)
+        self._source = client
+
+    async def redis(self) -> AsyncRedisClient:
+        """The Redis client (built on first use when the outbox was given a connector)."""
+        if isinstance(self._source, AsyncRedisConnector):
+            return await self._source.client()
+        return self._source
+
+    async def aclose(self) -> None:
+        """Close the client if the outbox built it (from a connector)."""
+        if isinstance(self._source, AsyncRedisConnector):
+            await self._source.aclose()
+
+    async def _drain_legacy(self) -> None:
+        if self._legacy_drained:
+            return
+        r = await self.redis()
+        for old, new in self._legacy:
+            while items := await r.lrange(old, 0, _DRAIN_CHUNK - 1):
+                await r.rpush(new, *items)
+                await r.ltrim(old, len(items), -1)
+        self._legacy_drained = True
 
     async def push(self, events: Sequence[OutboxEvent]) -> None:
         if events:
-            await self.redis.rpush(self.pending_key, *(e.model_dump_json() for e in events))
+            r = await self.redis()
+            await r.rpush(self.pending_key, *(e.model_dump_json() for e in events))
 
     async def try_lock(self) -> bool:
         if not self._local.acquire(blocking=False):
             return False
         try:
-            taken = await self.redis.set(self.lock_key, self._token, nx=True, px=self.lock_ttl_ms)
+            r = await self.redis()
+            taken = await r.set(self.lock_key, self._token, nx=True, px=self.lock_ttl_ms)
         except BaseException:
             self._local.release()
             raise
@@ -471,51 +492,57 @@ class AsyncRedisOutbox(_RedisKeys):
         return bool(taken)
 
     async def refresh_lock(self) -> bool:
-        return bool(await self._lock(keys=[self.lock_key], args=[self._token, self.lock_ttl_ms]))
+        r = await self.redis()
+        return bool(
+            await r.eval(OUTBOX_LOCK_SCRIPT, 1, self.lock_key, self._token, self.lock_ttl_ms)
+        )
 
     async def unlock(self) -> None:
         try:
-            await self._lock(keys=[self.lock_key], args=[self._token, 0])
+            r = await self.redis()
+            await r.eval(OUTBOX_LOCK_SCRIPT, 1, self.lock_key, self._token, 0)
         finally:
             self._local.release()
 
     async def claim(self, max_items: int) -> list[OutboxEvent] | None:
-        raws = await self._claim(
-            keys=[self.pending_key, self.processing_key, self.lock_key],
-            args=[self._token, max_items],
-        )
+        await self._drain_legacy()
+        keys = (self.pending_key, self.processing_key, self.lock_key)
+        r = await self.redis()
+        raws = await r.eval(OUTBOX_CLAIM_SCRIPT, 3, *keys, self._token, max_items)
         if raws is None:
             return None
         return self._parse_batch(raws)
 
     async def ack(self, dead: Sequence[DeadLetter] = ()) -> None:
-        done = await self._ack(
-            keys=[self.processing_key, self.dead_key, self.lock_key], args=self._ack_args(dead)
-        )
+        keys = (self.processing_key, self.dead_key, self.lock_key)
+        r = await self.redis()
+        done = await r.eval(OUTBOX_ACK_SCRIPT, 3, *keys, *self._ack_args(dead))
         if not done:
             log.warning("Lost the outbox flush lock before acknowledging; batch will be resent")
 
     async def release(self) -> None:
-        await self._release(
-            keys=[self.pending_key, self.processing_key, self.lock_key], args=[self._token]
-        )
+        keys = (self.pending_key, self.processing_key, self.lock_key)
+        r = await self.redis()
+        await r.eval(OUTBOX_RELEASE_SCRIPT, 3, *keys, self._token)
 
     async def add_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
         if dead:
-            await self.redis.rpush(self.dead_key, *(_dead_json(d) for d in dead))
+            r = await self.redis()
+            await r.rpush(self.dead_key, *(_dead_json(d) for d in dead))
 
     async def pending_count(self) -> int:
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = (await self.redis()).pipeline(transaction=False)
         pipe.llen(self.pending_key)
         pipe.llen(self.processing_key)
         pending, processing = await pipe.execute()
         return int(pending) + int(processing)
 
     async def dead_letters(self) -> list[DeadLetter]:
-        return self._parse_dead(await self.redis.lrange(self.dead_key, 0, -1))
+        r = await self.redis()
+        return self._parse_dead(await r.lrange(self.dead_key, 0, -1))
 
     async def stats(self) -> OutboxStats:
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = (await self.redis()).pipeline(transaction=False)
         for key in (self.pending_key, self.processing_key, self.dead_key):
             pipe.llen(key)
         pending, processing, dead = await pipe.execute()

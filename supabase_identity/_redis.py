@@ -15,6 +15,7 @@ pipelines (a cluster pipeline splits itself by node) and scripts whose keys shar
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeAlias
 
@@ -25,8 +26,9 @@ import redis.cluster
 
 __all__ = [
     "AsyncRedisClient",
+    "AsyncRedisConnector",
     "RedisClient",
-    "aconnect_redis",
+    "RedisConnector",
     "as_int",
     "connect_redis",
     "hash_field",
@@ -72,18 +74,94 @@ def connect_redis(url: str, *, cluster: bool | None = None, **options: Any) -> R
     return redis.Redis.from_url(url, **options)
 
 
-def aconnect_redis(url: str, *, cluster: bool | None = None, **options: Any) -> AsyncRedisClient:
-    """The ``redis.asyncio`` twin of :func:`connect_redis`.
+class RedisConnector:
+    """A Redis client built on first use, its topology detected then (no I/O before that).
 
-    Detection (``cluster=None``) is one blocking ``INFO`` at construction, before any event
-    loop work; set ``REDIS_CLUSTER`` to skip it.
+    Until one ``INFO cluster`` succeeds (``cluster=None``), :meth:`client` returns a
+    single-node client and asks again next time, so a Redis that is down when a service starts
+    is still recognised as a cluster once it answers.
     """
-    if cluster is None:
-        sync_options = {k: v for k, v in options.items() if k != "retry"}
-        cluster = _detect(url, sync_options)
-    if cluster:
-        return redis.asyncio.cluster.RedisCluster.from_url(_cluster_url(url), **options)
-    return redis.asyncio.Redis.from_url(url, **options)
+
+    def __init__(self, url: str, *, cluster: bool | None = None, **options: Any) -> None:
+        self._url = url
+        self._cluster = cluster
+        self._options = options
+        self._client: RedisClient | None = None
+        self._single: redis.Redis | None = None
+        self._mutex = threading.Lock()
+
+    def client(self) -> RedisClient:
+        with self._mutex:
+            if self._client is not None:
+                return self._client
+            if self._cluster is True:
+                self._client = connect_redis(self._url, cluster=True, **self._options)
+                return self._client
+            if self._single is None:
+                self._single = redis.Redis.from_url(self._url, **self._options)
+            if self._cluster is False:
+                self._client = self._single
+                return self._client
+            try:
+                info = self._single.info("cluster")
+            except redis.ConnectionError:
+                return self._single  # down: decide when it answers
+            if info.get("cluster_enabled"):
+                self._single.close()
+                self._single = None
+                self._client = connect_redis(self._url, cluster=True, **self._options)
+            else:
+                self._client = self._single
+            return self._client
+
+    def close(self) -> None:
+        with self._mutex:
+            for client in {id(c): c for c in (self._client, self._single) if c}.values():
+                client.close()
+            self._client = self._single = None
+
+
+class AsyncRedisConnector:
+    """The ``redis.asyncio`` twin of :class:`RedisConnector` (detection never blocks the loop)."""
+
+    def __init__(self, url: str, *, cluster: bool | None = None, **options: Any) -> None:
+        self._url = url
+        self._cluster = cluster
+        self._options = options
+        self._client: AsyncRedisClient | None = None
+        self._single: redis.asyncio.Redis | None = None
+
+    async def client(self) -> AsyncRedisClient:
+        if self._client is not None:
+            return self._client
+        if self._cluster is True:
+            self._client = redis.asyncio.cluster.RedisCluster.from_url(
+                _cluster_url(self._url), **self._options
+            )
+            return self._client
+        if self._single is None:
+            self._single = redis.asyncio.Redis.from_url(self._url, **self._options)
+        if self._cluster is False:
+            self._client = self._single
+            return self._client
+        try:
+            info = await self._single.info("cluster")
+        except redis.ConnectionError:
+            return self._single
+        if info.get("cluster_enabled"):
+            await self._single.aclose()
+            self._single = None
+            self._client = redis.asyncio.cluster.RedisCluster.from_url(
+                _cluster_url(self._url), **self._options
+            )
+        else:
+            self._client = self._single
+        return self._client
+
+    async def aclose(self) -> None:
+        for client in {id(c): c for c in (self._client, self._single) if c}.values():
+            await client.aclose()
+        self._client = self._single = None
 
 
 def is_cluster(client: object) -> bool:

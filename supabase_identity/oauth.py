@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import redis
-import redis.asyncio
-
 from ._client import AsyncIdentityClient, IdentityClient
 from ._constants import (
     MAX_EMAIL_LENGTH,
@@ -29,7 +26,7 @@ from ._constants import (
     MAX_NAME_LENGTH,
     MAX_SHOPIFY_ID_LENGTH,
 )
-from ._redis import queue_script
+from ._redis import AsyncRedisClient, RedisClient, queue_script
 from ._redis_keys import SET_IF_EXISTS_SCRIPT, conversation_key, merchant_key, session_key
 from ._validation import (
     normalize_shop_domain,
@@ -98,7 +95,7 @@ def _check_arguments(
 def complete_oauth(
     shop_domain: str,
     *,
-    redis_client: redis.Redis,
+    redis_client: RedisClient,
     client: IdentityClient | None = None,
     email: str | None = None,
     name: str | None = None,
@@ -135,7 +132,7 @@ def complete_oauth(
 async def acomplete_oauth(
     shop_domain: str,
     *,
-    redis_client: redis.asyncio.Redis,
+    redis_client: AsyncRedisClient,
     client: AsyncIdentityClient,
     email: str | None = None,
     name: str | None = None,
@@ -153,14 +150,15 @@ async def acomplete_oauth(
     await client.log_user_event(user_id, OAUTH_EVENT, _event_data(shop, is_new))
     key = merchant_key(shop)
 
-    async def merge(pipe: redis.asyncio.client.Pipeline) -> None:  # WATCHed: see remember_merchant
+    async def merge(pipe: Any) -> None:  # WATCHed: see remember_merchant
         current = await pipe.get(key)
-        pipe.multi()  # type: ignore[no-untyped-call]  # redis.asyncio leaves it unannotated
+        pipe.multi()
         pipe.set(
             key, merchant_record(current, shop_domain=shop, user_id=user_id, merchant_id=merchant)
         )
 
-    await redis_client.transaction(merge, key)
+    # redis.asyncio's RedisCluster annotates ``func`` as a coroutine, yet awaits func(pipe).
+    await redis_client.transaction(merge, key)  # type: ignore[arg-type]
     if conversation_id is not None:
         pipe = redis_client.pipeline(transaction=False)
         for key in (session_key(conversation_id), conversation_key(conversation_id)):

@@ -142,6 +142,7 @@ from supabase_identity import (  # noqa: E402
     RedisOutbox,
     conversation_uuid,
 )
+from supabase_identity._redis_keys import outbox_keys  # noqa: E402
 
 from .._wait import wait_until  # noqa: E402
 
@@ -178,7 +179,7 @@ def sdk_prefix(sdk_env: SdkEnv) -> Iterator[str]:
     prefix = f"test:identity:outbox:{uuid.uuid4().hex}"
     yield prefix
     r = redis.Redis.from_url(sdk_env.redis_url)
-    r.delete(prefix, f"{prefix}:processing", f"{prefix}:dead", f"{prefix}:lock")
+    r.delete(*outbox_keys(prefix))
     r.close()
 
 

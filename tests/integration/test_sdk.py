@@ -23,6 +23,7 @@ from supabase_identity import (
     Privilege,
     ValidationError,
 )
+from supabase_identity._redis_keys import outbox_keys
 
 from .conftest import (
     PostgrestSwitch,
@@ -98,7 +99,7 @@ def test_event_for_unknown_user_is_dead_lettered(
 ) -> None:
     ghost = "usr_" + uuid.uuid4().hex[:24]
     sdk_service.log_user_event(ghost, "login", {})
-    (raw,) = sdk_redis.lrange(f"{sdk_prefix}:dead", 0, -1)
+    (raw,) = sdk_redis.lrange(outbox_keys(sdk_prefix)[2], 0, -1)
     assert json.loads(raw)["event"]["user_id"] == ghost
     assert sdk_count(sdk_service, "events", user_id=ghost) == 0
 
@@ -253,7 +254,7 @@ def test_event_logged_while_postgrest_is_down_is_delivered_once_after_restart(
 
     sdk_service.log_user_event(user_id, event_type, {"during": "outage"})  # must not raise
 
-    assert sdk_redis.llen(sdk_prefix) == 1
+    assert sdk_redis.llen(outbox_keys(sdk_prefix)[0]) == 1
     down = sdk_service.flush_events()
     assert (down.delivered, down.remaining) == (0, 1)
     assert down.error is not None

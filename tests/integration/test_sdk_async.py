@@ -16,6 +16,7 @@ from supabase_identity import (
     Privilege,
     ValidationError,
 )
+from supabase_identity._redis_keys import outbox_keys
 
 from .conftest import (
     PostgrestSwitch,
@@ -124,7 +125,7 @@ async def test_event_logged_while_postgrest_is_down_is_delivered_once_after_rest
 
     await sdk_aservice.log_user_event(user_id, event_type, {"during": "outage"})
 
-    assert sdk_redis.llen(sdk_prefix) == 1
+    assert sdk_redis.llen(outbox_keys(sdk_prefix)[0]) == 1
     assert (await sdk_aservice.flush_events()).remaining == 1
     await asyncio.to_thread(sdk_postgrest.start)
     result = await sdk_aservice.flush_events()

@@ -16,11 +16,13 @@ import respx
 
 from supabase_identity import AsyncRedisOutbox, FlushResult, RedisOutbox
 from supabase_identity._constants import REDIS_CONNECT_TIMEOUT, REDIS_RETRIES
+from supabase_identity._redis_keys import outbox_keys
 
 from .._wait import wait_until
 from .conftest import USER_ID, make_async_client, make_client, make_event, record_events_answer
 
 PREFIX = "test:outbox"
+PENDING, PROCESSING, DEAD, LOCK = outbox_keys(PREFIX)
 
 
 def _ids(r: redis.Redis, key: str) -> list[str]:
@@ -36,14 +38,14 @@ def test_claim_moves_atomically_and_ack_deletes(redis_client: redis.Redis) -> No
     batch = box.claim(3)
 
     assert batch == events[:3]
-    assert redis_client.llen(PREFIX) == 2
-    assert _ids(redis_client, f"{PREFIX}:processing") == [str(e.id) for e in events[:3]]
+    assert redis_client.llen(PENDING) == 2
+    assert _ids(redis_client, PROCESSING) == [str(e.id) for e in events[:3]]
     assert box.pending_count() == 5
     box.ack()
-    assert redis_client.llen(f"{PREFIX}:processing") == 0
+    assert redis_client.llen(PROCESSING) == 0
     assert box.pending_count() == 2
     box.unlock()
-    assert redis_client.get(f"{PREFIX}:lock") is None
+    assert redis_client.get(LOCK) is None
 
 
 def test_release_puts_the_batch_back_at_the_head_in_order(redis_client: redis.Redis) -> None:
@@ -53,7 +55,7 @@ def test_release_puts_the_batch_back_at_the_head_in_order(redis_client: redis.Re
     assert box.try_lock()
     box.claim(2)
     box.release()
-    assert _ids(redis_client, PREFIX) == [str(e.id) for e in events]
+    assert _ids(redis_client, PENDING) == [str(e.id) for e in events]
     box.unlock()
 
 
@@ -76,9 +78,7 @@ def test_crashed_flusher_batch_is_redelivered_first_and_nothing_is_lost(
     assert crashed.try_lock()
     in_flight = crashed.claim(2)
     # ... the process dies here: no ack, no release, no unlock (the lock expires by itself)
-    wait_until(
-        lambda: not redis_client.exists(f"{PREFIX}:lock"), "the dead flusher's lock never expired"
-    )
+    wait_until(lambda: not redis_client.exists(LOCK), "the dead flusher's lock never expired")
 
     survivor = RedisOutbox(redis_client, key_prefix=PREFIX)
     assert survivor.try_lock()
@@ -95,16 +95,16 @@ def test_a_flusher_that_lost_its_lock_cannot_ack_or_claim(redis_client: redis.Re
     slow.push([make_event(1)])
     assert slow.try_lock()
     slow.claim(10)
-    wait_until(lambda: not redis_client.exists(f"{PREFIX}:lock"), "the slow flusher's lock stayed")
+    wait_until(lambda: not redis_client.exists(LOCK), "the slow flusher's lock stayed")
     other = RedisOutbox(redis_client, key_prefix=PREFIX)
     assert other.try_lock()
 
     slow.ack()  # must not delete the batch the new owner is responsible for
-    assert redis_client.llen(f"{PREFIX}:processing") == 1
+    assert redis_client.llen(PROCESSING) == 1
     assert slow.claim(10) is None
     assert not slow.refresh_lock()
     slow.unlock()  # releases only the local lock; the other owner's key stays
-    assert redis_client.get(f"{PREFIX}:lock") is not None
+    assert redis_client.get(LOCK) is not None
     other.unlock()
 
 
@@ -115,15 +115,15 @@ def test_client_queues_in_redis_and_flush_delivers_exactly_once(
     with make_client(empty_env_dir, outbox=RedisOutbox(redis_client, key_prefix=PREFIX)) as c:
         c.log_user_event(USER_ID, "login", {"n": 1})
         c.log_user_event(USER_ID, "login", {"n": 2})
-        assert redis_client.llen(PREFIX) == 2
-        (stored,) = [json.loads(r) for r in redis_client.lrange(PREFIX, 0, 0)]
+        assert redis_client.llen(PENDING) == 2
+        (stored,) = [json.loads(r) for r in redis_client.lrange(PENDING, 0, 0)]
         assert stored["event_data"] == {"n": 1}
 
         route.mock(side_effect=record_events_answer)
         result = c.flush_events()
 
         assert (result.delivered, result.remaining) == (2, 0)
-        assert redis_client.llen(PREFIX) == 0
+        assert redis_client.llen(PENDING) == 0
         sent_ids = [
             e["id"] for call in route.calls[2:] for e in json.loads(call.request.content)["events"]
         ]
@@ -141,7 +141,7 @@ def test_unknown_user_goes_to_the_redis_dead_letter_list(
     with make_client(empty_env_dir, outbox=box) as c:
         result = c.flush_events()
         assert (result.dead_lettered, result.remaining) == (2, 0)
-        assert redis_client.llen(f"{PREFIX}:dead") == 2
+        assert redis_client.llen(DEAD) == 2
         assert all(d.reason.startswith("unknown_user") for d in c.dead_letters())
         assert c.outbox_stats().dead_lettered == 2
 
@@ -150,13 +150,13 @@ def test_unparseable_entries_are_dead_lettered_and_do_not_block(
     redis_client: redis.Redis, api: respx.MockRouter, empty_env_dir: Path
 ) -> None:
     box = RedisOutbox(redis_client, key_prefix=PREFIX)
-    redis_client.rpush(PREFIX, "{not json")
+    redis_client.rpush(PENDING, "{not json")
     box.push([make_event(1)])
     api.post("/rpc/record_events").mock(side_effect=record_events_answer)
     with make_client(empty_env_dir, outbox=box) as c:
         result = c.flush_events()
     assert (result.delivered, result.remaining) == (1, 0)
-    (dead,) = [json.loads(r) for r in redis_client.lrange(f"{PREFIX}:dead", 0, -1)]
+    (dead,) = [json.loads(r) for r in redis_client.lrange(DEAD, 0, -1)]
     assert dead["raw"] == "{not json"
 
 
@@ -205,6 +205,7 @@ def test_redis_down_falls_back_to_memory_without_raising(
     with make_client(empty_env_dir, redis_url="redis://127.0.0.1:1/0") as c:
         # Fails fast: one short connect timeout and a single retry, not redis-py's defaults.
         assert isinstance(c.outbox, RedisOutbox)
+        assert isinstance(c.outbox.redis, redis.Redis)  # down: not yet known to be a cluster
         pool_kwargs = c.outbox.redis.connection_pool.connection_kwargs
         assert pool_kwargs["socket_connect_timeout"] == REDIS_CONNECT_TIMEOUT
         assert pool_kwargs["retry"].get_retries() == REDIS_RETRIES
@@ -251,7 +252,7 @@ async def test_async_redis_outbox_queue_flush_and_dead_letters(
     try:
         await client.log_user_event(USER_ID, "login", {"n": 1})
         await client.log_user_event(USER_ID, "logout", {"n": 2})
-        assert await aredis.llen(PREFIX) == 2
+        assert await aredis.llen(PENDING) == 2
 
         def answer(request: httpx.Request) -> httpx.Response:
             events = json.loads(request.content)["events"]
@@ -275,3 +276,24 @@ async def test_async_redis_outbox_queue_flush_and_dead_letters(
         assert dead.event.event_type == "logout"
     finally:
         await client.close()
+
+
+def test_events_in_the_lists_named_before_the_hash_tag_are_delivered(
+    redis_client: redis.Redis,
+) -> None:
+    """An outbox written by an earlier version (no hash tag) loses nothing on upgrade."""
+    old = [make_event(i) for i in range(3)]
+    redis_client.rpush(PREFIX + ":processing", old[0].model_dump_json())  # a crashed flush
+    redis_client.rpush(PREFIX, *(e.model_dump_json() for e in old[1:]))
+    box = RedisOutbox(redis_client, key_prefix=PREFIX)
+    new = make_event(3)
+    box.push([new])
+    assert box.try_lock()
+
+    batch = box.claim(10)
+
+    assert batch is not None
+    assert sorted(str(e.id) for e in batch) == sorted(str(e.id) for e in [*old, new])
+    assert redis_client.exists(PREFIX, PREFIX + ":processing") == 0
+    box.ack()
+    box.unlock()

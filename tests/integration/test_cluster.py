@@ -1,0 +1,367 @@
+"""Everything that touches Redis, on a Redis Cluster of 3 primaries and 3 replicas.
+
+The cluster is ``scripts/stack cluster`` (``REDIS_CLUSTER_URL`` names one node), started once
+per ``scripts/test`` run; each test flushes it. The archiver's own tests run on both topologies
+(tests/integration/test_archiver.py); here: detection, the events outbox, ConversationStore,
+the OAuth helper, the CLI, SCAN over every primary, and a primary killed mid-pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+import redis.asyncio.cluster
+import redis.cluster
+import redis.exceptions
+
+from supabase_identity import (
+    AsyncIdentityClient,
+    IdentityClient,
+    acomplete_oauth,
+    complete_oauth,
+    conversation_uuid,
+)
+from supabase_identity._models import OutboxEvent
+from supabase_identity._outbox import AsyncRedisOutbox, RedisOutbox
+from supabase_identity._redis import RedisConnector, connect_redis
+from supabase_identity._redis_keys import conversation_key, message_key, session_key
+from supabase_identity._settings import load_settings
+from supabase_identity.archive import ArchiverConfig, ConversationArchiver, ConversationStore
+
+from .._wait import wait_until
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent / "supabase-identity"
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(
+            f"{name} is not set: run `scripts/stack up && scripts/stack cluster up` and eval "
+            "both `scripts/stack env` and `scripts/stack cluster env` (scripts/test does)",
+            pytrace=False,
+        )
+    return value
+
+
+@pytest.fixture
+def cluster_url() -> str:
+    return _env("REDIS_CLUSTER_URL")
+
+
+@pytest.fixture
+def rc(cluster_url: str) -> Iterator[redis.cluster.RedisCluster]:
+    client = redis.cluster.RedisCluster.from_url(cluster_url.rsplit("/", 1)[0])
+    client.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    yield client
+    client.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    client.close()
+
+
+@pytest.fixture
+def client(cluster_url: str) -> Iterator[IdentityClient]:
+    with IdentityClient(redis_url=cluster_url) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def db() -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(_env("SUPABASE_DB_URL"), autocommit=True) as conn:
+        yield conn
+
+
+def shop() -> str:
+    return f"clu-{uuid.uuid4().hex[:12]}.myshopify.com"
+
+
+def stored_counts(db: psycopg.Connection[Any], ids: list[str]) -> dict[str, int]:
+    rows = db.execute(
+        "select coalesce(source_id, id::text), message_count from identity.conversations"
+        " where id = any(%s::uuid[])",
+        ([str(conversation_uuid(cid)) for cid in ids],),
+    ).fetchall()
+    return {str(key): int(count) for key, count in rows}
+
+
+def primary_of(rc: redis.cluster.RedisCluster, key: str) -> str:
+    node = rc.get_node_from_key(key)  # type: ignore[no-untyped-call]  # untyped upstream
+    return f"{node.host}:{node.port}"
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def test_redis_url_naming_any_node_is_detected_and_redis_cluster_forces_it(
+    cluster_url: str,
+) -> None:
+    single = _env("REDIS_URL")
+    assert isinstance(connect_redis(cluster_url), redis.cluster.RedisCluster)
+    assert isinstance(connect_redis(single), redis.Redis)
+    replica_port = int(cluster_url.rsplit(":", 1)[1].split("/")[0]) + 5  # any node will do
+    any_node = cluster_url.rsplit(":", 1)[0] + f":{replica_port}/0"
+    assert isinstance(RedisConnector(any_node).client(), redis.cluster.RedisCluster)
+    forced = load_settings(environ={"REDIS_URL": cluster_url, "REDIS_CLUSTER": "false"})
+    assert forced.redis_cluster is False
+    assert isinstance(RedisConnector(cluster_url, cluster=False).client(), redis.Redis)
+    assert load_settings(environ={"REDIS_CLUSTER": "true"}).redis_cluster is True
+
+
+# --------------------------------------------------------------------------- outbox
+
+
+def test_events_outbox_on_the_cluster_keeps_and_delivers_events(
+    client: IdentityClient, rc: redis.cluster.RedisCluster
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    outbox = client.outbox
+    assert isinstance(outbox, RedisOutbox)
+    assert isinstance(outbox.redis, redis.cluster.RedisCluster)  # detected from REDIS_URL
+    from supabase_identity._models import OutboxEvent
+
+    events = [
+        OutboxEvent(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            event_type="clu",
+            event_data={"n": n},
+            created_at=datetime.now(UTC),
+        )
+        for n in range(30)
+    ]
+    outbox.push(events)
+    assert outbox.pending_count() == 30
+
+    result = client.flush_events()
+
+    assert (result.delivered, result.remaining) == (30, 0)
+    assert outbox.pending_count() == 0
+    delivered = {str(e["id"]) for e in client.iter_user_events(user_id)}
+    assert {str(e.id) for e in events} <= delivered
+
+
+async def test_async_client_outbox_on_the_cluster(cluster_url: str) -> None:
+    async with AsyncIdentityClient(redis_url=cluster_url) as client:
+        user_id, _ = await client.get_or_create_user(shop())
+        outbox = client.outbox
+        assert isinstance(outbox, AsyncRedisOutbox)
+        assert isinstance(await outbox.redis(), redis.asyncio.cluster.RedisCluster)
+        event = OutboxEvent(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            event_type="clu",
+            event_data={},
+            created_at=datetime.now(UTC),
+        )
+        await outbox.push([event])
+        result = await client.flush_events()
+        assert (result.delivered, result.remaining) == (1, 0)
+
+
+# --------------------------------------------------------------------------- writer, OAuth
+
+
+def test_conversation_store_on_the_cluster(rc: redis.cluster.RedisCluster) -> None:
+    store = ConversationStore(rc)
+    cid = str(uuid.uuid4())
+    user = "usr_" + uuid.uuid4().hex[:20]
+    store.create_session(cid, merchant_id="merchant_x")
+    for i in range(3):
+        assert store.append_message(cid, sender="user", content=f"m{i}") == i
+    assert store.set_user(cid, user) is True
+    assert store.end_conversation(cid) is True
+    store.remember_merchant("x.myshopify.com", user)
+
+    keys = [conversation_key(cid), session_key(cid), *(message_key(cid, i) for i in range(3))]
+    assert len({primary_of(rc, key) for key in keys}) > 1, "the keys should span primaries"
+    assert rc.hget(session_key(cid), "user_id") == user.encode()
+    assert rc.hget(conversation_key(cid), "message_count") == b"3"
+    assert all(rc.ttl(key) > 0 for key in keys), "every key of the conversation expires"
+    assert json.loads(rc.get("merchant:x.myshopify.com") or b"{}")["user_id"] == user
+    assert store.end_conversation(str(uuid.uuid4())) is False
+
+
+def test_oauth_helpers_on_the_cluster(
+    client: IdentityClient, rc: redis.cluster.RedisCluster, cluster_url: str
+) -> None:
+    store = ConversationStore(rc)
+    cid = str(uuid.uuid4())
+    store.create_session(cid)
+    domain = shop()
+
+    result = complete_oauth(domain, redis_client=rc, client=client, conversation_id=cid)
+
+    assert rc.hget(session_key(cid), "user_id") == result.user_id.encode()
+    assert json.loads(rc.get(f"merchant:{domain}") or b"{}")["user_id"] == result.user_id
+
+    async def again() -> str:
+        arc = redis.asyncio.cluster.RedisCluster.from_url(cluster_url.rsplit("/", 1)[0])
+        try:
+            async with AsyncIdentityClient(redis_url=None) as aclient:
+                done = await acomplete_oauth(
+                    domain, redis_client=arc, client=aclient, conversation_id=cid
+                )
+                return done.user_id
+        finally:
+            await arc.aclose()
+
+    assert asyncio.run(again()) == result.user_id
+
+
+# --------------------------------------------------------------------------- archiver
+
+
+def test_scan_finds_legacy_conversations_on_every_primary(
+    client: IdentityClient, rc: redis.cluster.RedisCluster, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    ids = [f"legacy-{uuid.uuid4().hex}" for _ in range(60)]
+    for cid in ids:  # the seed's layout: no counter, no due index
+        rc.hset(conversation_key(cid), mapping={"id": cid})
+        rc.expire(conversation_key(cid), 600)
+        rc.hset(session_key(cid), mapping={"user_id": user_id})
+        rc.hset(message_key(cid, 0), mapping={"sender": "user", "content": cid})
+    assert len({primary_of(rc, conversation_key(cid)) for cid in ids}) == 3
+
+    report = ConversationArchiver(client, rc).run_once()
+
+    assert report.found == 60 and report.archived == 60, report
+    assert stored_counts(db, ids) == dict.fromkeys(ids, 1)
+
+
+def test_cli_archive_once_and_check_on_the_cluster(
+    client: IdentityClient, rc: redis.cluster.RedisCluster, cluster_url: str
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(rc)
+    cid = str(uuid.uuid4())
+    store.create_session(cid, user_id=user_id)
+    store.append_message(cid, sender="user", content="hello")
+    store.end_conversation(cid)
+    env = {**os.environ, "REDIS_URL": cluster_url}
+
+    done = subprocess.run(
+        [str(BIN), "archive", "--once", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["archived"] == 1
+    check = subprocess.run(
+        [str(BIN), "archive", "--check", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 1  # no loop running: no heartbeat, and no crash on a cluster
+    assert json.loads(check.stdout) == {"alive": 0, "heartbeats": []}
+
+
+def _stack(*args: str) -> None:
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "stack"), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"scripts/stack {' '.join(args)} failed: {done.stdout}{done.stderr}")
+
+
+class _KillPrimaryAfter:
+    """An identity client that kills a cluster primary after the ``after``-th upsert."""
+
+    def __init__(
+        self, inner: IdentityClient, rc: redis.cluster.RedisCluster, key: str, after: int
+    ) -> None:
+        self.inner = inner
+        self.rc = rc
+        self.key = key
+        self.after = after
+        self.calls = 0
+        self.killed: str | None = None
+        self.lock = threading.Lock()
+
+    def rpc(self, function: str, params: Mapping[str, Any], *, encoded: bytes | None = None) -> Any:
+        result = self.inner.rpc(function, params, encoded=encoded)
+        with self.lock:
+            self.calls += 1
+            if self.calls == self.after and self.killed is None:
+                node = self.rc.get_node_from_key(self.key)  # type: ignore[no-untyped-call]
+                self.killed = f"{node.host}:{node.port}"
+                # The node closes the connection as it goes down: that error is expected.
+                with contextlib.suppress(redis.ConnectionError):
+                    self.rc.get_redis_connection(node).shutdown(nosave=True)
+        return result
+
+    def flush_events(self) -> Any:
+        return self.inner.flush_events()
+
+
+def test_a_primary_killed_mid_pass_loses_no_conversation(
+    client: IdentityClient, rc: redis.cluster.RedisCluster, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(rc)
+    ids = []
+    for i in range(300):
+        cid = str(uuid.uuid4())
+        store.create_session(cid, user_id=user_id)
+        for j in range(3):
+            store.append_message(cid, sender="user", content=f"{i}/{j}")
+        store.end_conversation(cid)
+        ids.append(cid)
+    killer = _KillPrimaryAfter(client, rc, conversation_key(ids[-1]), after=3)
+    archiver = ConversationArchiver(killer, rc, config=ArchiverConfig(batch_rows=20))
+    try:
+        passes = 0
+
+        def all_archived() -> bool:
+            nonlocal passes
+            passes += 1
+            try:
+                archiver.run_once()
+            except (redis.ConnectionError, redis.exceptions.ClusterDownError, redis.TimeoutError):
+                return False  # the pass ended with nothing marked; the next one resumes
+            return stored_counts(db, ids) == dict.fromkeys(ids, 3)
+
+        wait_until(all_archived, "the archiver did not finish after the failover", interval=0.5)
+        assert killer.killed is not None, "the primary was never killed: the test proved nothing"
+        # Nothing marked without its row, every mark at the full count.
+        marks = [rc.hget(conversation_key(cid), "archived_count") for cid in ids]
+        assert marks == [b"3"] * len(ids)
+    finally:
+        _stack("cluster", "up")  # restarts the killed node; it rejoins as a replica
+        wait_until(
+            lambda: (
+                subprocess.run(
+                    [str(ROOT / "scripts" / "stack"), "cluster", "status"],
+                    capture_output=True,
+                    check=False,
+                ).returncode
+                == 0
+            ),
+            "the cluster did not become healthy again after the failover",
+        )
