@@ -1,21 +1,29 @@
-"""Benchmark (not a test): the archiver against the seed's algorithm and a straight COPY.
+"""Benchmark (not a test): the archiver against baselines measured in the same run.
 
-One run, one data set for all three measurements:
-  N conversations x M messages (about B bytes per conversation) written in the Redis layout, among
-  K unrelated keys, in a dedicated Redis database of the local stack.
+Data: N conversations x M messages (about B bytes per conversation) among K unrelated keys, in
+one of two layouts, on one of two topologies:
 
-  (a) this archiver end to end: ConversationArchiver.run_once() in a fresh process (peak RSS
-      measured there), Redis -> PostgREST -> Postgres;
-  (b) the seed's algorithm reproduced faithfully: scan_iter("conversation:*") + HGET + TTL per
-      key, then per conversation KEYS *id*, HGETALL per key, and one supabase-py insert per
-      conversation (ON CONFLICT DO NOTHING). Timed on a sample (KEYS is O(keyspace) per call);
-  (c) the limit: the same rows read from Redis and built exactly as the archiver does, then
-      COPY'd into identity.conversations with psycopg — the archiver with its HTTP hop replaced
-      by the fastest way into Postgres. The COPY alone is also timed and reported.
+  layout seed    what the agents service writes: conversation:<id>, session:<id>,
+                 message:<id>:<seq>; no message counter, no due index (found by SCAN)
+  layout store   what ConversationStore writes: the same keys plus message_count and the due index
+  topology single   a dedicated database of the stack's Redis
+  topology cluster  the stack's Redis Cluster (scripts/stack cluster), 3 primaries + 3 replicas
 
-Reports conversations/s and the ratios (a)/(c) and (a)/(b); peak RSS of (a) for N and for a
-larger N (memory must follow the batch, not the number of conversations).
-Rows are written under a benchmark user and deleted between phases; other data is untouched.
+Measurements:
+  archiver   ConversationArchiver.run_once() in a fresh process (peak RSS measured there),
+             Redis -> PostgREST -> Postgres, marked in Redis;
+  cli        `supabase-identity archive --once` timed from spawn to exit (process start included);
+  direct     the baseline: the same Redis reads pipelined (message keys known in advance), rows
+             built the same way, then a psycopg COPY into a scratch table: no HTTP, no search.
+
+With no option, every target of the archiver is measured and reported as a ratio:
+  1. seed layout through the CLI vs the direct path, at 200,000 unrelated keys   >= 0.5 (0.7)
+  2. store layout (the archiver) vs the direct path                            >= 0.5
+  3. seed layout with 1,000,000 unrelated keys vs with none                   >= 0.85
+  4. Redis Cluster vs a single node (seed layout, same data)                  >= 0.7
+  5. peak RSS, 5,000 vs 50,000 conversations                                  flat
+--layout/--noise/--topology measure one configuration instead (archiver and cli vs direct).
+Rows are written under a benchmark user and deleted between measurements.
 """
 
 from __future__ import annotations
@@ -28,72 +36,114 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import redis
-from redis.typing import EncodableT
+import redis.cluster
+from redis.typing import EncodableT, FieldT
 
-from supabase import ClientOptions, create_client
 from supabase_identity import IdentityClient
-from supabase_identity.archive import DUE_KEY, ArchiverConfig, ConversationArchiver
-from supabase_identity.archive._reader import ConversationReader
-from supabase_identity.archive._rows import build_row
-from supabase_identity.archive._types import Candidate
+from supabase_identity._redis import RedisClient, connect_redis
+from supabase_identity._redis_keys import (
+    DUE_KEY,
+    conversation_key,
+    message_key,
+    session_key,
+)
+from supabase_identity.archive import ArchiverConfig, ConversationArchiver
+from supabase_identity.archive._rows import RawConversation, build_row
 
 BENCH_DB = 9
 BENCH_SHOP = "bench-archiver.myshopify.com"
+CLI = Path(sys.executable).parent / "supabase-identity"
+COLUMNS = (
+    "id",
+    "source_id",
+    "user_id",
+    "merchant_id",
+    "workflow_name",
+    "started_at",
+    "ended_at",
+    "messages",
+    "metadata",
+)
 
 
-def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url.rsplit("/", 1)[0] + f"/{BENCH_DB}")
+@dataclass(frozen=True)
+class Shape:
+    conversations: int
+    messages: int
+    conv_bytes: int
+    noise: int
+    layout: str
+    topology: str
 
 
-def write_data(
-    r: redis.Redis, *, conversations: int, messages: int, conv_bytes: int, noise: int, user_id: str
-) -> list[str]:
-    """The ConversationStore layout, written with large pipelines to keep setup short."""
-    r.flushdb(asynchronous=True)
+def redis_url(topology: str) -> str:
+    if topology == "cluster":
+        url = os.environ.get("REDIS_CLUSTER_URL")
+        if not url:
+            sys.exit("bench: REDIS_CLUSTER_URL is not set (scripts/bench starts the cluster)")
+        return url
+    return os.environ["REDIS_URL"].rsplit("/", 1)[0] + f"/{BENCH_DB}"
+
+
+def connect(topology: str) -> RedisClient:
+    return connect_redis(redis_url(topology), cluster=topology == "cluster")
+
+
+def flush(r: RedisClient) -> None:
+    if isinstance(r, redis.cluster.RedisCluster):
+        r.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    else:
+        r.flushdb()
+
+
+def write_data(r: RedisClient, shape: Shape, user_id: str) -> list[str]:
+    """The chosen layout, written with large pipelines to keep setup short."""
+    flush(r)
     pipe = r.pipeline(transaction=False)
-    for i in range(noise):
+    for i in range(shape.noise):
         pipe.set(f"cache:product:{i}", "x" * 32)
         if i % 10_000 == 9_999:
             pipe.execute()
     pipe.execute()
-    body = "m" * max(1, conv_bytes // messages - 90)
+    body = "m" * max(1, shape.conv_bytes // shape.messages - 90)
     expires = int(time.time()) + 3600
     base = datetime(2026, 1, 1, tzinfo=UTC)
     ids = []
-    for n in range(conversations):
+    for n in range(shape.conversations):
         cid = str(uuid.uuid4())
         ids.append(cid)
-        fields: dict[EncodableT, EncodableT] = {
+        fields: dict[FieldT, EncodableT] = {
             "user_id": user_id,
             "merchant_id": "merchant_bench-archiver",
             "workflow_name": "shopify_onboarding",
             "started_at": base.isoformat(),
         }
-        pipe.hset(f"session:{cid}", mapping=fields)
-        conversation: dict[EncodableT, EncodableT] = {
-            "id": cid,
-            **fields,
-            "message_count": messages,
-        }
-        pipe.hset(f"conversation:{cid}", mapping=conversation)
-        for seq in range(messages):
+        conv: dict[FieldT, EncodableT] = {"id": cid, **fields}
+        if shape.layout == "store":
+            conv["message_count"] = shape.messages
+            pipe.zadd(DUE_KEY, {cid: expires})
+        pipe.hset(session_key(cid), mapping=fields)
+        pipe.hset(conversation_key(cid), mapping=conv)
+        for seq in range(shape.messages):
             pipe.hset(
-                f"message:{cid}:{seq}",
+                message_key(cid, seq),
                 mapping={
                     "sender": "user" if seq % 2 == 0 else "cj",
                     "content": body,
                     "timestamp": (base + timedelta(seconds=seq)).isoformat(),
                 },
             )
-            pipe.expire(f"message:{cid}:{seq}", 3600)
-        pipe.expire(f"session:{cid}", 3600)
-        pipe.expire(f"conversation:{cid}", 3600)
-        pipe.zadd(DUE_KEY, {cid: expires})
+            pipe.expire(message_key(cid, seq), 3600)
+        pipe.expire(session_key(cid), 3600)
+        pipe.expire(conversation_key(cid), 3600)
         if n % 200 == 199:
             pipe.execute()
     pipe.execute()
@@ -105,143 +155,221 @@ def delete_rows(db: psycopg.Connection[Any], user_id: str) -> None:
     db.execute("vacuum analyze identity.conversations")
 
 
+# ------------------------------------------------------------------ measurements
+
+
 def run_worker(args: argparse.Namespace) -> None:
-    """(a), in this fresh process: one archiver pass; prints seconds, counts and peak RSS."""
-    r = redis_client(os.environ["REDIS_URL"])
+    """(archiver), in this fresh process: one pass; prints seconds, counts and peak RSS."""
+    r = connect(args.topology)
     with IdentityClient(redis_url=None) as client:
         archiver = ConversationArchiver(
-            client, r, config=ArchiverConfig(batch_rows=args.batch_rows, scan_legacy=False)
+            client, r, config=ArchiverConfig(scan_legacy=args.layout == "seed")
         )
         started = time.perf_counter()
         report = archiver.run_once()
         seconds = time.perf_counter() - started
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(
-        json.dumps(
-            {
-                "seconds": seconds,
-                "archived": report.archived,
-                "failed": len(report.failed),
-                "rss_mib": rss_kib / 1024,
-            }
-        )
-    )
+    result = {
+        "seconds": seconds,
+        "archived": report.archived,
+        "failed": len(report.failed),
+        "rss_mib": rss_kib / 1024,
+    }
+    print(json.dumps(result))
 
 
-def measure_archiver(args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", "--batch-rows", str(args.batch_rows)]
+def measure_archiver(shape: Shape) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--layout",
+        shape.layout,
+        "--topology",
+        shape.topology,
+    ]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["archived"] != shape.conversations or result["failed"]:
+        sys.exit(f"bench: the archiver did not archive everything: {result}")
     return result
 
 
-def seed_algorithm(sample: int, user_id: str) -> tuple[int, float]:
-    """(b) the seed's ConversationArchiver, as written, on `sample` conversations."""
-    rs_text = redis.Redis.from_url(
-        os.environ["REDIS_URL"].rsplit("/", 1)[0] + f"/{BENCH_DB}", decode_responses=True
-    )
-    url = os.environ["SUPABASE_URL"]
-    supabase = create_client(
-        url,
-        os.environ["SUPABASE_SERVICE_ROLE_KEY"],
-        ClientOptions(schema="identity", auto_refresh_token=False, persist_session=False),
-    )
+def measure_cli(shape: Shape) -> float:
+    """Seconds for `supabase-identity archive --once`, from spawn to exit."""
+    env = {**os.environ, "REDIS_URL": redis_url(shape.topology)}
     started = time.perf_counter()
-    # find_conversations_to_archive(): scan_iter + HGET archived + TTL, one call each
-    found = []
-    window = timedelta(hours=2).total_seconds()
-    for key in rs_text.scan_iter("conversation:*"):
-        if rs_text.hget(key, "archived") == "true":
-            continue
-        ttl = rs_text.ttl(key)
-        if 0 < ttl < window:
-            found.append(key.split(":")[-1])
-        if len(found) >= sample:
-            break
-    archived = 0
-    for conversation_id in found:
-        keys = rs_text.keys(f"*{conversation_id}*")
-        data: dict[str, Any] = {"messages": [], "metadata": {}}
-        for key in keys:
-            if "message:" in key:
-                msg = rs_text.hgetall(key)
-                if msg:
-                    data["messages"].append(msg)
-            elif "session:" in key:
-                session = rs_text.hgetall(key)
-                if session:
-                    data.update({str(k): v for k, v in session.items()})
-        data["messages"].sort(key=lambda m: m.get("timestamp", ""))
-        supabase.schema("identity").table("conversations").upsert(
-            {
-                "id": conversation_id,
-                "user_id": data.get("user_id") or user_id,
-                "merchant_id": data.get("merchant_id"),
-                "workflow_name": data.get("workflow_name", "unknown"),
-                "started_at": data.get("started_at"),
-                "ended_at": datetime.now(UTC).isoformat(),
-                "messages": data["messages"],
-                "metadata": data["metadata"],
-            },
-            ignore_duplicates=True,
-        ).execute()
-        rs_text.hset(f"conversation:{conversation_id}", "archived", "true")
-        archived += 1
+    done = subprocess.run(
+        [str(CLI), "archive", "--once", "--json"], env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - started
-    rs_text.close()
-    return archived, seconds
+    report = json.loads(done.stdout) if done.stdout else {}
+    if done.returncode != 0 or report.get("archived") != shape.conversations:
+        sys.exit(f"bench: archive --once failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    return seconds
 
 
-def _copy_value(row: dict[str, Any], column: str) -> Any:
-    return json.dumps(row[column]) if column in ("messages", "metadata") else row[column]
+def pages(ids: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
-def copy_limit(
-    client: IdentityClient, db: psycopg.Connection[Any], ids: list[str], user_id: str
-) -> tuple[float, float]:
-    """(c) the same rows read from Redis and COPY'd into Postgres: (total seconds, COPY only).
-
-    The total is the archiver's own work with the HTTP hop replaced by a direct COPY: the same
-    scripted Redis reads and row building, in pages of the same size, then COPY. That is the
-    ceiling for any archiver of this data; the COPY-only figure is printed beside it.
-    """
-    r = redis_client(os.environ["REDIS_URL"])
-    reader = ConversationReader(r, ArchiverConfig())
-    columns = (
-        "id",
-        "source_id",
-        "user_id",
-        "merchant_id",
-        "workflow_name",
-        "started_at",
-        "ended_at",
-        "messages",
-        "metadata",
+def measure_direct(
+    r: RedisClient, db: psycopg.Connection[Any], ids: list[str], shape: Shape
+) -> float:
+    """The baseline: pipelined reads of known keys, the same rows, COPY to a scratch table."""
+    db.execute(
+        "create temp table if not exists bench_scratch (id uuid, source_id text, user_id text,"
+        " merchant_id text, workflow_name text, started_at timestamptz, ended_at timestamptz,"
+        " messages jsonb, metadata jsonb)"
     )
-    sql = f"copy identity.conversations ({', '.join(columns)}) from stdin"
-    copying = 0.0
+    db.execute("truncate bench_scratch")
+    sql = f"copy bench_scratch ({', '.join(COLUMNS)}) from stdin"
     started = time.perf_counter()
-    for start in range(0, len(ids), 200):
-        page = [Candidate(cid, None, -1, False, True) for cid in ids[start : start + 200]]
-        raws = reader.read(page, user_id=user_id)
-        rows = [build_row(raw)[0] for raw in raws.values()]
-        copy_started = time.perf_counter()
+    for page in pages(ids, 200):
+        pipe = r.pipeline(transaction=False)
+        for cid in page:
+            pipe.hgetall(conversation_key(cid))
+            pipe.hgetall(session_key(cid))
+            for seq in range(shape.messages):
+                pipe.hgetall(message_key(cid, seq))
+        replies = pipe.execute()
+        step = 2 + shape.messages
+        rows = []
+        for index, cid in enumerate(page):
+            at = index * step
+            raw = RawConversation(
+                cid,
+                replies[at],
+                replies[at + 1],
+                list(enumerate(replies[at + 2 : at + step])),
+            )
+            raw.user_id = (replies[at + 1].get(b"user_id") or b"").decode() or None
+            rows.append(build_row(raw)[0])
         with db.cursor() as cur, cur.copy(sql) as copy:
             for row in rows:
                 copy.write_row(
                     [
                         json.dumps(row[c]) if c in ("messages", "metadata") else row[c]
-                        for c in columns
+                        for c in COLUMNS
                     ]
                 )
-        copying += time.perf_counter() - copy_started
-    total = time.perf_counter() - started
-    r.close()
-    return total, copying
+    seconds = time.perf_counter() - started
+    db.execute("truncate bench_scratch")
+    return seconds
+
+
+# ------------------------------------------------------------------ the suite
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        with IdentityClient(redis_url=None) as client:
+            self.user_id, _ = client.get_or_create_user(BENCH_SHOP)
+        self.db = psycopg.connect(os.environ["SUPABASE_DB_URL"], autocommit=True)
+        self.lines: list[str] = []
+
+    def shape(self, **changes: Any) -> Shape:
+        base = {
+            "conversations": self.args.conversations,
+            "messages": self.args.messages,
+            "conv_bytes": self.args.conversation_bytes,
+            "noise": 200_000,
+            "layout": "seed",
+            "topology": "single",
+        }
+        base.update(changes)
+        return Shape(**base)
+
+    def archiver_rate(self, shape: Shape) -> tuple[float, dict[str, Any]]:
+        r = connect(shape.topology)
+        write_data(r, shape, self.user_id)
+        delete_rows(self.db, self.user_id)
+        result = measure_archiver(shape)
+        delete_rows(self.db, self.user_id)
+        flush(r)
+        r.close()
+        return shape.conversations / result["seconds"], result
+
+    def cli_and_direct(self, shape: Shape) -> tuple[float, float]:
+        r = connect(shape.topology)
+        ids = write_data(r, shape, self.user_id)
+        delete_rows(self.db, self.user_id)
+        direct = shape.conversations / measure_direct(r, self.db, ids, shape)
+        cli = shape.conversations / measure_cli(shape)
+        delete_rows(self.db, self.user_id)
+        flush(r)
+        r.close()
+        return cli, direct
+
+    def say(self, line: str) -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def describe(self, shape: Shape) -> str:
+        return (
+            f"{shape.conversations} conversations x {shape.messages} messages "
+            f"(~{shape.conv_bytes} B), {shape.layout} layout, {shape.noise} unrelated keys, "
+            f"{shape.topology}"
+        )
+
+    def one(self) -> None:
+        shape = self.shape(
+            noise=self.args.noise, layout=self.args.layout, topology=self.args.topology
+        )
+        self.say(f"data: {self.describe(shape)}")
+        cli, direct = self.cli_and_direct(shape)
+        rate, result = self.archiver_rate(shape)
+        self.say(f"direct path (pipelined reads + COPY) : {direct:8.0f} conversations/s")
+        self.say(f"archiver, one pass in a process      : {rate:8.0f} conversations/s")
+        self.say(f"supabase-identity archive --once     : {cli:8.0f} conversations/s")
+        self.say(f"archiver / direct = {rate / direct:.2f}   cli / direct = {cli / direct:.2f}")
+        self.say(f"peak RSS of the archiver: {result['rss_mib']:.0f} MiB")
+
+    def suite(self) -> None:
+        n = self.args.conversations
+        self.say(f"data: {n} conversations x {self.args.messages} messages per measurement")
+        seed = self.shape()
+        cli, direct = self.cli_and_direct(seed)
+        self.say(
+            f"1. seed layout, 200k unrelated keys: CLI {cli:.0f}/s, direct {direct:.0f}/s -> "
+            f"{cli / direct:.2f} (target >= 0.5, stretch 0.7)"
+        )
+        store = self.shape(layout="store")
+        cli_store, direct_store = self.cli_and_direct(store)
+        archiver_store, _ = self.archiver_rate(store)
+        self.say(
+            f"2. store layout, 200k unrelated keys: archiver {archiver_store:.0f}/s, CLI "
+            f"{cli_store:.0f}/s, direct {direct_store:.0f}/s -> "
+            f"{archiver_store / direct_store:.2f} (target >= 0.5)"
+        )
+        none, _ = self.archiver_rate(self.shape(noise=0))
+        million, _ = self.archiver_rate(self.shape(noise=1_000_000))
+        self.say(
+            f"3. seed layout, 1,000,000 unrelated keys {million:.0f}/s vs none {none:.0f}/s -> "
+            f"{million / none:.2f} (target >= 0.85)"
+        )
+        single, _ = self.archiver_rate(self.shape())
+        cluster, _ = self.archiver_rate(self.shape(topology="cluster"))
+        self.say(
+            f"4. Redis Cluster {cluster:.0f}/s vs single node {single:.0f}/s -> "
+            f"{cluster / single:.2f} (target >= 0.7)"
+        )
+        if self.args.large:
+            _, small = self.archiver_rate(self.shape(layout="store"))
+            big_rate, big = self.archiver_rate(
+                self.shape(layout="store", conversations=self.args.large)
+            )
+            self.say(
+                f"5. peak RSS: {small['rss_mib']:.0f} MiB for {n} conversations, "
+                f"{big['rss_mib']:.0f} MiB for {self.args.large} ({big_rate:.0f}/s) -> "
+                f"{big['rss_mib'] / small['rss_mib']:.2f} (target: flat)"
+            )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--conversations", type=int, default=5000)
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument(
@@ -250,99 +378,28 @@ def main() -> None:
         default=5 * 1024,
         help="approximate size of one conversation's messages",
     )
-    parser.add_argument("--noise", type=int, default=200_000, help="unrelated Redis keys")
     parser.add_argument(
-        "--seed-sample",
-        type=int,
-        default=200,
-        help="conversations timed for the seed's algorithm (b)",
+        "--layout", choices=["seed", "store"], help="measure one configuration: the key layout"
     )
+    parser.add_argument("--noise", type=int, default=200_000, help="unrelated Redis keys")
+    parser.add_argument("--topology", choices=["single", "cluster"], default="single")
     parser.add_argument(
         "--large",
         type=int,
         default=50_000,
         help="second size for the peak-RSS comparison (0 to skip)",
     )
-    parser.add_argument("--batch-rows", type=int, default=200)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run_worker(args)
         return
-
-    r = redis_client(os.environ["REDIS_URL"])
-    with IdentityClient(redis_url=None) as client:
-        user_id, _ = client.get_or_create_user(BENCH_SHOP)
-    db = psycopg.connect(os.environ["SUPABASE_DB_URL"], autocommit=True)
-    print(
-        f"data: {args.conversations} conversations x {args.messages} messages "
-        f"(~{args.conversation_bytes} B each) among {args.noise} unrelated keys"
-    )
-    ids = write_data(
-        r,
-        conversations=args.conversations,
-        messages=args.messages,
-        conv_bytes=args.conversation_bytes,
-        noise=args.noise,
-        user_id=user_id,
-    )
-    delete_rows(db, user_id)
-
-    a = measure_archiver(args)
-    assert a["archived"] == args.conversations and a["failed"] == 0, a
-    rate_a = args.conversations / a["seconds"]
-
-    delete_rows(db, user_id)
-    pipe = r.pipeline(transaction=False)
-    for cid in ids:
-        pipe.hdel(f"conversation:{cid}", "archived", "archived_count", "archived_at")
-    pipe.execute()
-    b_count, b_seconds = seed_algorithm(args.seed_sample, user_id)
-    rate_b = b_count / b_seconds
-
-    delete_rows(db, user_id)
-    with IdentityClient(redis_url=None) as client:
-        c_seconds, copy_seconds = copy_limit(client, db, ids, user_id)
-    rate_c = args.conversations / c_seconds
-    rate_copy = args.conversations / copy_seconds
-    delete_rows(db, user_id)
-
-    print(
-        f"(a) this archiver, end to end : {rate_a:9.0f} conversations/s "
-        f"({args.conversations} in {a['seconds']:.2f} s, peak RSS {a['rss_mib']:.0f} MiB)"
-    )
-    print(
-        f"(b) seed's algorithm          : {rate_b:9.1f} conversations/s "
-        f"({b_count} sampled in {b_seconds:.2f} s)"
-    )
-    print(
-        f"(c) Redis read + psycopg COPY : {rate_c:9.0f} conversations/s "
-        f"({args.conversations} in {c_seconds:.2f} s; the COPY alone: {rate_copy:.0f}/s)"
-    )
-    print(
-        f"(a)/(c) = {rate_a / rate_c:.2f}   (target >= 0.5; "
-        f"against the COPY alone: {rate_a / rate_copy:.2f})"
-    )
-    print(f"(a)/(b) = {rate_a / rate_b:.0f}   (target >= 20)")
-
-    if args.large:
-        write_data(
-            r,
-            conversations=args.large,
-            messages=args.messages,
-            conv_bytes=args.conversation_bytes,
-            noise=args.noise,
-            user_id=user_id,
-        )
-        big = measure_archiver(args)
-        delete_rows(db, user_id)
-        print(
-            f"peak RSS of (a): {a['rss_mib']:.0f} MiB for {args.conversations} conversations, "
-            f"{big['rss_mib']:.0f} MiB for {args.large} "
-            f"({args.large / big['seconds']:.0f} conversations/s)"
-        )
-    r.flushdb(asynchronous=True)  # a million keys: let Redis free them in the background
-    db.close()
+    bench = Bench(args)
+    if args.layout:
+        bench.one()
+    else:
+        bench.suite()
+    bench.db.close()
 
 
 if __name__ == "__main__":

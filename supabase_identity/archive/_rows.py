@@ -182,11 +182,12 @@ def storable_timestamp(value: datetime, issues: list[str], where: str) -> dateti
     """
     try:
         utc = value.astimezone(UTC)
-    except OverflowError:
-        utc = LATEST if value.year > 5000 else EARLIEST
-    clamped = min(max(utc, EARLIEST), LATEST)
+        clamped = min(max(utc, EARLIEST), LATEST)
+        moved = clamped != utc
+    except OverflowError:  # beyond what datetime holds once in UTC: year 0 or 10000
+        clamped, moved = (LATEST if value.year > 5000 else EARLIEST), True
     offset = value.utcoffset()
-    if clamped != utc or (offset is not None and abs(offset) > _MAX_POSTGRES_OFFSET):
+    if moved or (offset is not None and abs(offset) > _MAX_POSTGRES_OFFSET):
         issues.append(f"{where} {value.isoformat()} out of range; stored as {clamped.isoformat()}")
     return clamped
 
@@ -216,7 +217,8 @@ def row_identity(conversation_id: str) -> tuple[str, str | None]:
     source = conversation_id
     if len(source) > MAX_CONVERSATION_ID_LENGTH:
         digest = hashlib.sha256(source.encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
-        source = source[: MAX_CONVERSATION_ID_LENGTH - 40] + "…#sha256:" + digest
+        suffix = "…#sha256:" + digest
+        source = source[: MAX_CONVERSATION_ID_LENGTH - len(suffix)] + suffix
     return row_id, source
 
 

@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,8 +22,9 @@ import psycopg
 import pytest
 import redis
 import redis.cluster
+from redis.typing import EncodableT, FieldT
 
-from supabase_identity import IdentityClient, archive_conversation
+from supabase_identity import IdentityClient, archive_conversation, conversation_uuid
 from supabase_identity._redis import RedisClient, connect_redis
 from supabase_identity._redis_keys import DEAD_LETTER_KEY, UNLINKED_KEY
 from supabase_identity.archive import (
@@ -36,6 +37,7 @@ from supabase_identity.archive import (
     message_key,
     session_key,
 )
+from supabase_identity.archive._rows import row_identity
 
 from .._wait import wait_until
 from .conftest import PostgrestSwitch
@@ -654,3 +656,210 @@ def test_cancelling_run_forever_stops_the_pass_and_releases_its_leases(
         1 for key in r.scan_iter(match="conversation:*") if r.hget(key, "archived") == b"true"
     )
     assert marked <= done  # nothing is marked without its row
+
+
+# ------------------------------------------------------------------------------------------------
+# Hostile keys: each is archived, repaired and recorded, or set aside alone; never a stopped pass
+# ------------------------------------------------------------------------------------------------
+
+
+def seed_conversation(
+    r: RedisClient,
+    cid: str,
+    *,
+    session: Mapping[FieldT, EncodableT] | None = None,
+    conversation: Mapping[FieldT, EncodableT] | None = None,
+    messages: int = 1,
+) -> None:
+    """A conversation in the seed's layout (no counter, no due index), expiring soon."""
+    fields: dict[FieldT, EncodableT] = {"id": cid, **(conversation or {})}
+    r.hset(conversation_key(cid), mapping=fields)
+    r.expire(conversation_key(cid), 600)
+    if session is not None:
+        r.hset(session_key(cid), mapping=dict(session))
+        r.expire(session_key(cid), 600)
+    for seq in range(messages):
+        key = message_key(cid, seq)
+        r.hset(key, mapping={"sender": "user", "content": f"m{seq}", "timestamp": "2026-01-01"})
+        r.expire(key, 600)
+
+
+def issues_of(db: psycopg.Connection[Any], cid: str) -> list[str]:
+    stored = row(db, cid)
+    assert stored is not None, f"{cid[:60]} was not archived"
+    found: list[str] = stored["metadata"]["archive"]["issues"]
+    return found
+
+
+def test_deeply_nested_json_is_kept_as_text_and_the_page_archived(
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    domain = shop()
+    user_id, _ = client.get_or_create_user(domain)
+    good = write_conversation(ConversationStore(r), user_id, 2)
+    deep = f"deep-{uuid.uuid4().hex}"
+    seed_conversation(r, deep, session={"user_id": user_id})
+    r.delete(message_key(deep, 0))
+    r.set(message_key(deep, 0), "[" * 498 + "]" * 498)
+    other = f"merchant-deep-{uuid.uuid4().hex}"
+    hostile_shop = shop()
+    seed_conversation(r, other, session={"merchant_id": "merchant_" + hostile_shop.split(".")[0]})
+    r.set(merchant_key(hostile_shop), "[" * 1000 + "]" * 1000)
+
+    report = ConversationArchiver(client, r).run_once()
+
+    assert not report.failed, report.failed
+    assert report.archived == 3
+    assert row(db, good) is not None
+    deep_row = row(db, deep)
+    assert deep_row is not None and deep_row["messages"][0]["raw"].startswith("[[[")
+    assert any("nested deeper" in issue for issue in issues_of(db, deep))
+    assert any("holds no usable user_id" in issue for issue in issues_of(db, other))
+
+
+def test_keys_of_the_wrong_type_never_stop_the_pass(
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    good = write_conversation(ConversationStore(r), user_id, 2)
+    string_conv = f"string-conv-{uuid.uuid4().hex}"
+    r.set(conversation_key(string_conv), "not a hash")
+    r.expire(conversation_key(string_conv), 600)
+    list_session = f"list-session-{uuid.uuid4().hex}"
+    seed_conversation(r, list_session)
+    r.rpush(session_key(list_session), "not", "a", "hash")
+    set_message = f"set-message-{uuid.uuid4().hex}"
+    seed_conversation(r, set_message, session={"user_id": user_id}, messages=2)
+    r.delete(message_key(set_message, 1))
+    r.sadd(message_key(set_message, 1), "odd")
+
+    report = ConversationArchiver(client, r).run_once()
+
+    assert set(report.failed) == {string_conv}, report.failed
+    assert "not a hash" in json.loads(r.hget(DEAD_LETTER_KEY, string_conv) or b"{}")["reason"]
+    assert row(db, good) is not None
+    assert any("is not a hash" in issue for issue in issues_of(db, list_session))
+    assert any("not a hash or a string" in issue for issue in issues_of(db, set_message))
+    assert report.archived == 3
+
+
+def test_a_huge_message_counter_reads_only_the_messages_that_exist(
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(r)
+    cid = write_conversation(store, user_id, 4)
+    r.hset(conversation_key(cid), "message_count", 5_000_000)
+
+    first = ConversationArchiver(client, r).run_once()
+
+    assert first.archived == 1 and not first.failed, first
+    stored = row(db, cid)
+    assert stored is not None and stored["message_count"] == 4
+    assert r.hlen(DEAD_LETTER_KEY) == 0
+
+
+def test_values_longer_than_their_columns_are_cut_and_recorded(
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    long_fields = f"long-{uuid.uuid4().hex}"
+    seed_conversation(
+        r,
+        long_fields,
+        session={"user_id": user_id, "workflow_name": "w" * 300, "merchant_id": "m" * 300},
+    )
+    nul_user = f"nul-user-{uuid.uuid4().hex}"
+    seed_conversation(r, nul_user, session={"user_id": "usr_\x00abc"})
+    huge_user = f"huge-user-{uuid.uuid4().hex}"
+    seed_conversation(r, huge_user, session={"user_id": "usr_" + "a" * (4 * 1024 * 1024)})
+    long_id = "c" * 600 + uuid.uuid4().hex
+
+    seed_conversation(r, long_id, session={"user_id": user_id})
+
+    report = ConversationArchiver(client, r).run_once()
+
+    assert not report.failed, {k[:60]: v for k, v in report.failed.items()}
+    assert report.archived == 4
+    cut = db.execute(
+        "select workflow_name, merchant_id from identity.conversations where source_id = %s",
+        (long_fields,),
+    ).fetchone()
+    assert cut == ("w" * 255, "m" * 255)
+    assert any("workflow_name of 300" in issue for issue in issues_of(db, long_fields))
+    for cid in (nul_user, huge_user):
+        assert any("is not a user id" in issue for issue in issues_of(db, cid))
+    long_row = db.execute(
+        "select source_id, user_id from identity.conversations where id = %s",
+        (row_identity(long_id)[0],),
+    ).fetchone()
+    assert long_row is not None and len(long_row[0]) <= 512 and long_row[1] == user_id
+
+
+def test_a_bad_unlinked_conversation_does_not_block_linking_the_others(
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    domain = shop()
+    name = domain.removesuffix(".myshopify.com")
+    bad = f"bad-unlinked-{uuid.uuid4().hex}"
+    seed_conversation(r, bad, session={"user_id": ""})
+    good = f"good-unlinked-{uuid.uuid4().hex}"
+    seed_conversation(r, good, session={"merchant_id": f"merchant_{name}"})
+    archiver = ConversationArchiver(client, r)
+    assert archiver.run_once().unlinked == 2
+    # After archiving, the bad one's session grows a NUL user id; the good one's user appears.
+    r.hset(session_key(bad), "user_id", "usr_\x00" + "z" * 20)
+    user_id, _ = client.get_or_create_user(domain)
+    ConversationStore(r).remember_merchant(domain, user_id)
+
+    report = archiver.run_once()
+
+    assert report.linked == 1, report
+    linked = row(db, good)
+    assert linked is not None and linked["user_id"] == user_id
+    assert r.hexists(UNLINKED_KEY, bad)
+
+
+def test_distinct_redis_ids_are_distinct_rows(
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    x = str(uuid.uuid4())
+    other = f"other-{uuid.uuid4().hex}"
+    spellings = [x, x.upper(), "{" + x + "}", "urn:uuid:" + x, x.replace("-", ""), other]
+    spellings.append(str(conversation_uuid(other)))  # a literal UUID equal to other's UUIDv5
+    for n, cid in enumerate(spellings):
+        seed_conversation(r, cid, session={"user_id": user_id}, messages=n + 1)
+
+    report = ConversationArchiver(client, r).run_once()
+    again = ConversationArchiver(client, r).run_once()  # a re-archive keeps them apart too
+
+    assert report.archived == len(spellings) and not report.failed, report
+    assert not again.failed and again.archived == 0
+    assert count_rows(db, user_id) == len(spellings)
+    for n, cid in enumerate(spellings):
+        got = client.get_conversation(user_id, cid)
+        assert len(got.messages) == n + 1, f"{cid} read back another conversation's row"
+
+
+@pytest.mark.parametrize(
+    "started_at",
+    ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+00:30", "2026-01-01T00:00:00-23:59"],
+)
+def test_timestamps_are_stored_in_a_range_that_reads_back(
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any], started_at: str
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    cid = f"ts-{uuid.uuid4().hex}"
+    seed_conversation(
+        r, cid, session={"user_id": user_id, "started_at": started_at}, conversation={}
+    )
+    r.hset(conversation_key(cid), "ended_at", started_at)
+
+    report = ConversationArchiver(client, r).run_once()
+
+    assert report.archived == 1 and not report.failed, report
+    assert any("started_at" in issue for issue in issues_of(db, cid))
+    assert client.get_conversation(user_id, cid).started_at.year in (1, 2026, 9999)
+    assert client.get_user_profile(user_id).user_id == user_id
+    assert [str(c.id) for c in client.get_user_conversations(user_id).items]

@@ -9,10 +9,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from supabase_identity._constants import MAX_JSON_DEPTH
 from supabase_identity.archive._rows import (
     RawConversation,
     build_row,
+    load_json,
     parse_timestamp,
+    row_identity,
     shop_from_merchant,
 )
 
@@ -194,3 +197,75 @@ def test_a_message_of_deeply_nested_json_is_kept_as_raw_text(depth: int) -> None
     assert row["messages"][1]["raw"].endswith("]" * 10 + "}")
     assert any("message 1" in issue and "kept as raw text" in issue for issue in issues)
     assert json.dumps(row)  # nothing left that the encoder cannot handle
+
+
+# --- hostile values ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["[" * 498 + "]" * 498, '{"a":' * 1000 + "1" + "}" * 1000, "[" * 100_000]
+)
+def test_json_nested_too_deep_is_kept_as_text_not_a_recursion_error(text: str) -> None:
+    row, issues = build_row(raw([(0, text)]))
+    assert row["messages"][0]["raw"] == text
+    assert any(f"nested deeper than {MAX_JSON_DEPTH}" in issue for issue in issues)
+    with pytest.raises(ValueError, match="nested deeper"):
+        load_json(text)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    text = json.dumps({"content": "[" * 500 + "\\" + '"'})
+    assert load_json(text) == {"content": "[" * 500 + "\\" + '"'}
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("9999-12-31T23:00:00-05:00", "9999-12-30T00:00:00+00:00"),
+        ("0001-01-01T00:00:00+00:30", "0001-01-02T00:00:00+00:00"),
+        ("2026-01-01T00:00:00-23:59", "2026-01-01T23:59:00+00:00"),
+    ],
+)
+def test_timestamps_are_stored_in_utc_within_years_1_to_9999(given: str, stored: str) -> None:
+    row, issues = build_row(raw([], session={"started_at": given}))
+    assert row["started_at"] == stored
+    assert any(issue.startswith("started_at") for issue in issues)
+
+
+def test_an_ordinary_offset_is_converted_to_utc_without_an_issue() -> None:
+    row, issues = build_row(raw([], session={"started_at": "2026-05-01T10:00:00+02:00"}))
+    assert row["started_at"] == "2026-05-01T08:00:00+00:00"
+    assert issues == []
+
+
+def test_columns_are_cut_to_their_limits_with_an_issue() -> None:
+    row, issues = build_row(raw([], session={"workflow_name": "w" * 300, "merchant_id": "m" * 256}))
+    assert row["workflow_name"] == "w" * 255 and row["merchant_id"] == "m" * 255
+    assert "workflow_name of 300 characters cut to 255" in issues
+    assert "merchant_id of 256 characters cut to 255" in issues
+
+
+@pytest.mark.parametrize("user_id", ["usr_\x00abc", "usr_" + "a" * (4 * 1024 * 1024), "a b"])
+def test_a_value_that_cannot_be_a_user_id_is_left_unlinked_with_an_issue(user_id: str) -> None:
+    row, issues = build_row(raw([], user_id=user_id))
+    assert row["user_id"] is None
+    assert any("is not a user id" in issue for issue in issues)
+    assert all(len(issue) < 200 for issue in issues)
+
+
+def test_only_a_canonical_uuid_is_its_own_row_id() -> None:
+    assert row_identity(CID) == (CID, None)
+    spellings = [CID.upper(), "{" + CID + "}", "urn:uuid:" + CID, CID.replace("-", "")]
+    ids = {row_identity(s)[0] for s in spellings}
+    assert len(ids) == len(spellings) and CID not in ids
+    assert [row_identity(s)[1] for s in spellings] == spellings
+
+
+def test_an_id_longer_than_the_column_keeps_a_distinct_cut_source_id() -> None:
+    first, second = "c" * 600 + "1", "c" * 600 + "2"
+    (id1, src1), (id2, src2) = row_identity(first), row_identity(second)
+    assert id1 != id2 and src1 != src2
+    assert src1 is not None and len(src1) <= 512 and src1.startswith("c" * 400)
+    row, issues = build_row(raw([], cid=first))
+    assert row["source_id"] == src1
+    assert "conversation id of 601 characters kept cut in source_id" in issues
