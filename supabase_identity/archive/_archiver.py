@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections import deque
@@ -84,6 +85,7 @@ class ConversationArchiver:
             flush_events=self._flush_events,
         )
         self._pass_report: ArchiveReport | None = None
+        self._report_lock = threading.Lock()  # the finder's thread sets unreadable keys aside
         self.totals = ArchiveReport()
 
     # ------------------------------------------------------------------ public entry points
@@ -257,8 +259,9 @@ class ConversationArchiver:
         return report
 
     def _set_aside_unreadable(self, conversation_id: str, reason: str) -> None:
-        report = self._pass_report if self._pass_report is not None else ArchiveReport()
-        self._writer.fail(conversation_id, reason, report)
+        with self._report_lock:
+            report = self._pass_report if self._pass_report is not None else ArchiveReport()
+            self._writer.fail(conversation_id, reason, report)
 
     def _flush_events(self) -> None:
         try:

@@ -14,6 +14,8 @@ is set aside alone) instead of failing the page.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import cast
@@ -25,6 +27,12 @@ from .._redis_keys import CONVERSATION_PATTERN, DUE_KEY, conversation_id_of, con
 from ._types import ArchiverConfig, Candidate
 
 __all__ = ["DueFinder"]
+
+#: Pages found ahead of the work (memory: this many pages of candidates, nothing more).
+PAGES_AHEAD = 4
+#: The keyspace SCAN asks for this many times ``scan_count`` keys per call: it matches few of
+#: them, and fewer round trips cost the server the same work (a few ms per call).
+LEGACY_SCAN_FACTOR = 10
 
 
 class DueFinder:
@@ -41,15 +49,49 @@ class DueFinder:
         self._on_bad = on_bad
 
     def pages(self) -> Iterator[list[Candidate]]:
-        """Due conversations in pages of ``batch_rows``."""
-        page: list[Candidate] = []
-        for candidate in self._candidates():
-            page.append(candidate)
-            if len(page) >= self._config.batch_rows:
-                yield page
-                page = []
-        if page:
-            yield page
+        """Due conversations in pages of ``batch_rows``, found ahead in a background thread.
+
+        The walk (mostly waiting on Redis) overlaps the work on the pages already found, so a
+        large keyspace costs a pass little more than its SCAN's own time on the server. At most
+        :data:`PAGES_AHEAD` pages wait in memory.
+        """
+        found: queue.Queue[list[Candidate] | BaseException | None] = queue.Queue(PAGES_AHEAD)
+        done = threading.Event()
+
+        def put(item: list[Candidate] | BaseException | None) -> bool:
+            while not done.is_set():
+                try:
+                    found.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def walk() -> None:
+            try:
+                page: list[Candidate] = []
+                for candidate in self._candidates():
+                    page.append(candidate)
+                    if len(page) >= self._config.batch_rows:
+                        if not put(page):
+                            return
+                        page = []
+                if page and not put(page):
+                    return
+                put(None)
+            except BaseException as err:  # handed to the pass, which raises it
+                put(err)
+
+        walker = threading.Thread(target=walk, name="archiver-finder", daemon=True)
+        walker.start()
+        try:
+            while (item := found.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            done.set()
+            walker.join()
 
     def _candidates(self) -> Iterator[Candidate]:
         deadline = time.time() + self._config.window.total_seconds()
@@ -62,7 +104,8 @@ class DueFinder:
                 break
         if not self._config.scan_legacy:
             return
-        for keys in scan_pages(self._redis, CONVERSATION_PATTERN, count=self._config.scan_count):
+        count = self._config.scan_count * LEGACY_SCAN_FACTOR
+        for keys in scan_pages(self._redis, CONVERSATION_PATTERN, count=count):
             ids = [conversation_id_of(key) for key in keys]
             pipe = self._redis.pipeline(transaction=False)
             for cid in ids:
