@@ -16,13 +16,14 @@ pipelines (a cluster pipeline splits itself by node) and scripts whose keys shar
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+from redis.crc import key_slot
 
 __all__ = [
     "AsyncRedisClient",
@@ -34,7 +35,9 @@ __all__ = [
     "hash_field",
     "is_cluster",
     "queue_script",
+    "run_batch",
     "scan_pages",
+    "script_command",
     "text",
 ]
 
@@ -176,13 +179,73 @@ def text(value: bytes | str | None) -> str | None:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
-def queue_script(pipe: Any, script: str, key: str, *args: str | int | float) -> None:
-    """Queue a one-key Lua script on a pipeline of either topology.
+def script_command(script: str, key: str, *args: str | int | float) -> tuple[Any, ...]:
+    """A one-key Lua script as a raw ``EVAL`` command, for a pipeline of either topology.
 
     Cluster pipelines refuse ``pipe.eval`` (EVAL is blocked there), but route an ``EVAL`` sent
     as a raw command by its key like any other command; plain pipelines take it the same way.
     """
-    pipe.execute_command("EVAL", script, 1, key, *args)
+    return ("EVAL", script, 1, key, *args)
+
+
+def queue_script(pipe: Any, script: str, key: str, *args: str | int | float) -> None:
+    """Queue a one-key Lua script on a pipeline of either topology (see :func:`script_command`)."""
+    pipe.execute_command(*script_command(script, key, *args))
+
+
+#: Replies that mean "ask another node" (a failover or a resharding under way).
+_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def run_batch(client: RedisClient, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Run ``(NAME, key, *args)`` commands pipelined; replies in order, errors as values.
+
+    One-key scripts go as ``("EVAL", script, 1, key, *args)`` (see :func:`script_command`).
+
+    On one node: one pipeline. On a cluster: one plain pipeline per primary, grouped here by
+    slot (redis-py's cluster pipeline routes each command through several layers, which costs
+    more than the round trip for the thousands of small reads a page makes). Commands that meet
+    a redirection or a node that is down are sent again through the cluster pipeline, which
+    refreshes the topology and follows redirections.
+    """
+    if not isinstance(client, redis.cluster.RedisCluster):
+        single = client.pipeline(transaction=False)
+        for command in commands:
+            single.execute_command(*command)  # type: ignore[no-untyped-call]  # untyped upstream
+        return list(single.execute(raise_on_error=False))
+    slots = client.nodes_manager.slots_cache
+    groups: dict[str, list[int]] = {}
+    nodes: dict[str, Any] = {}
+    for index, command in enumerate(commands):
+        key = command[3] if command[0] == "EVAL" else command[1]  # EVAL script 1 key …
+        owners = slots.get(key_slot(key.encode() if isinstance(key, str) else key))
+        node = owners[0] if owners else client.get_default_node()  # type: ignore[no-untyped-call]
+        groups.setdefault(node.name, []).append(index)
+        nodes[node.name] = node
+    results: list[Any] = [None] * len(commands)
+    again: list[int] = []
+    for name, indexes in groups.items():
+        pipe = client.get_redis_connection(nodes[name]).pipeline(transaction=False)
+        for index in indexes:
+            pipe.execute_command(*commands[index])  # type: ignore[no-untyped-call]
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except (redis.ConnectionError, redis.TimeoutError):
+            again.extend(indexes)
+            continue
+        for index, reply in zip(indexes, replies, strict=True):
+            if isinstance(reply, redis.ResponseError) and str(reply).startswith(_REDIRECTS):
+                again.append(index)
+            else:
+                results[index] = reply
+    if again:
+        cluster_pipe = client.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+        for index in again:
+            cluster_pipe.execute_command(*commands[index])
+        replies = cluster_pipe.execute(raise_on_error=False)
+        for index, reply in zip(again, replies, strict=True):
+            results[index] = reply
+    return results
 
 
 def as_int(value: bytes | str | None) -> int | None:

@@ -22,12 +22,14 @@ from typing import cast
 
 import redis
 
-from .._redis import RedisClient, as_int, scan_pages, text
+from .._redis import RedisClient, as_int, run_batch, scan_pages, text
 from .._redis_keys import CONVERSATION_PATTERN, DUE_KEY, conversation_id_of, conversation_key
 from ._types import ArchiverConfig, Candidate
 
 __all__ = ["DueFinder"]
 
+#: The fields the prefilter reads on each conversation hash.
+_MARKS = ("archived", "archived_count", "message_count", "ended_at")
 #: Pages found ahead of the work (memory: this many pages of candidates, nothing more).
 PAGES_AHEAD = 4
 #: The keyspace SCAN asks for this many times ``scan_count`` keys per call: it matches few of
@@ -107,10 +109,7 @@ class DueFinder:
         count = self._config.scan_count * LEGACY_SCAN_FACTOR
         for keys in scan_pages(self._redis, CONVERSATION_PATTERN, count=count):
             ids = [conversation_id_of(key) for key in keys]
-            pipe = self._redis.pipeline(transaction=False)
-            for cid in ids:
-                pipe.zscore(DUE_KEY, cid)
-            scores = pipe.execute()
+            scores = run_batch(self._redis, [("ZSCORE", DUE_KEY, cid) for cid in ids])
             legacy = [cid for cid, score in zip(ids, scores, strict=True) if score is None]
             yield from self._prefilter(legacy, in_index=False, deadline=deadline)
 
@@ -120,12 +119,14 @@ class DueFinder:
         """Keep the ids that are due and not yet archived at their current size (one pipeline)."""
         if not ids:
             return
-        pipe = self._redis.pipeline(transaction=False)
+        commands: list[tuple[str, ...]] = []
         for cid in ids:
             key = conversation_key(cid)
-            pipe.hmget(key, "archived", "archived_count", "message_count", "ended_at")
-            pipe.pttl(key)
-        results = pipe.execute(raise_on_error=False)
+            commands.append(
+                ("HMGET", key, "archived", "archived_count", "message_count", "ended_at")
+            )
+            commands.append(("PTTL", key))
+        results = run_batch(self._redis, commands)
         gone: list[str] = []
         done: list[str] = []
         now = time.time()

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import redis
 
-from .._redis import RedisClient, queue_script
+from .._redis import RedisClient, run_batch, script_command
 from .._redis_keys import RELEASE_SCRIPT, RENEW_SCRIPT, lease_key
 
 __all__ = ["Leases"]
@@ -44,10 +44,15 @@ class Leases:
         """Claim what no live worker holds; returns the ids won (one pipelined round trip)."""
         if not conversation_ids:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for cid in conversation_ids:
-            pipe.set(lease_key(cid), self.worker_id, nx=True, px=self._ttl_ms)
-        won = [cid for cid, ok in zip(conversation_ids, pipe.execute(), strict=True) if ok]
+        commands = [
+            ("SET", lease_key(cid), self.worker_id, "PX", self._ttl_ms, "NX")
+            for cid in conversation_ids
+        ]
+        replies = run_batch(self._redis, commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        won = [cid for cid, ok in zip(conversation_ids, replies, strict=True) if ok]
         with self._mutex:
             self._held.update(won)
         return won
@@ -59,10 +64,10 @@ class Leases:
             return
         with self._mutex:
             self._held.difference_update(ids)
-        pipe = self._redis.pipeline(transaction=False)
-        for cid in ids:
-            queue_script(pipe, RELEASE_SCRIPT, lease_key(cid), self.worker_id)
-        pipe.execute()
+        commands = [script_command(RELEASE_SCRIPT, lease_key(cid), self.worker_id) for cid in ids]
+        for reply in run_batch(self._redis, commands):
+            if isinstance(reply, Exception):
+                raise reply
 
     def renew(self) -> int:
         """Extend every claim held; returns how many were still ours."""
@@ -70,10 +75,14 @@ class Leases:
             ids = list(self._held)
         if not ids:
             return 0
-        pipe = self._redis.pipeline(transaction=False)
-        for cid in ids:
-            queue_script(pipe, RENEW_SCRIPT, lease_key(cid), self.worker_id, self._ttl_ms)
-        results = pipe.execute(raise_on_error=False)
+        commands = [
+            script_command(RENEW_SCRIPT, lease_key(cid), self.worker_id, self._ttl_ms)
+            for cid in ids
+        ]
+        results = run_batch(self._redis, commands)
+        for reply in results:
+            if isinstance(reply, Exception):
+                raise reply
         lost = [cid for cid, ok in zip(ids, results, strict=True) if ok == 0]
         if lost:
             logger.warning("archiver %s lost %d claims (expired)", self.worker_id, len(lost))

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import redis
 
-from .._redis import RedisClient, hash_field, text
+from .._redis import RedisClient, hash_field, run_batch, text
 from .._redis_keys import conversation_key, merchant_key, message_key, session_key
 from ._rows import RawConversation, load_json, shop_from_merchant, user_id_candidates
 from ._types import ArchiverConfig, Candidate
@@ -85,17 +85,16 @@ class ConversationReader:
         """The conversations that still exist, by id; ``user_id`` overrides what Redis says."""
         if not claimed:
             return {}
-        pipe = self._redis.pipeline(transaction=False)
+        commands: list[tuple[str, str]] = []
         windows: list[int] = []
         for candidate in claimed:
             cid = candidate.conversation_id
-            pipe.hgetall(conversation_key(cid))
-            pipe.hgetall(session_key(cid))
+            commands.append(("HGETALL", conversation_key(cid)))
+            commands.append(("HGETALL", session_key(cid)))
             window = self._first_window(candidate.message_count_hint)
             windows.append(window)
-            for seq in range(window):
-                pipe.hgetall(message_key(cid, seq))
-        results = pipe.execute(raise_on_error=False)
+            commands.extend(("HGETALL", message_key(cid, seq)) for seq in range(window))
+        results = run_batch(self._redis, commands)
         raws: dict[str, RawConversation] = {}
         probes: list[_Probe] = []
         strings: list[tuple[_Probe, int]] = []
@@ -171,7 +170,7 @@ class ConversationReader:
     def _probe_further(self, probes: list[_Probe], strings: list[tuple[_Probe, int]]) -> None:
         pending = [p for p in probes if self._unfinished(p)]
         while pending:
-            pipe = self._redis.pipeline(transaction=False)
+            commands: list[tuple[str, str]] = []
             sizes: list[int] = []
             for probe in pending:
                 # Double what was found so far: a long conversation takes log2(n) rounds.
@@ -182,9 +181,11 @@ class ConversationReader:
                 )
                 sizes.append(size)
                 cid = probe.raw.conversation_id
-                for seq in range(probe.next_seq, probe.next_seq + size):
-                    pipe.hgetall(message_key(cid, seq))
-            results = pipe.execute(raise_on_error=False)
+                stop = probe.next_seq + size
+                commands.extend(
+                    ("HGETALL", message_key(cid, seq)) for seq in range(probe.next_seq, stop)
+                )
+            results = run_batch(self._redis, commands)
             at = 0
             for probe, size in zip(pending, sizes, strict=True):
                 self._take(probe, probe.next_seq, results[at : at + size], strings)
@@ -202,10 +203,8 @@ class ConversationReader:
     def _read_strings(self, strings: Sequence[tuple[_Probe, int]]) -> None:
         if not strings:
             return
-        pipe = self._redis.pipeline(transaction=False)
-        for probe, seq in strings:
-            pipe.get(message_key(probe.raw.conversation_id, seq))
-        for (probe, seq), value in zip(strings, pipe.execute(raise_on_error=False), strict=True):
+        commands = [("GET", message_key(probe.raw.conversation_id, seq)) for probe, seq in strings]
+        for (probe, seq), value in zip(strings, run_batch(self._redis, commands), strict=True):
             if isinstance(value, bytes | str):
                 probe.raw.messages.append((seq, value))
             elif isinstance(value, redis.ResponseError):

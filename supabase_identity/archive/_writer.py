@@ -22,7 +22,7 @@ from typing import Any, Final
 import redis
 
 from .._exceptions import APIStatusError, ValidationError
-from .._redis import RedisClient, queue_script
+from .._redis import RedisClient, run_batch, script_command
 from .._redis_keys import DEAD_LETTER_KEY, MARK_SCRIPT, UNLINKED_KEY, conversation_key
 from ._rows import RawConversation, build_row
 from ._types import ArchiverConfig, ArchiveReport, Candidate, ReadyRow, RpcCaller
@@ -128,7 +128,7 @@ class ArchiveWriter:
 
     def _mark(self, batch: Sequence[ReadyRow], result: Any, report: ArchiveReport) -> None:
         statuses = {(str(item["id"]), item.get("source_id")): item for item in result}
-        pipe = self._redis.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         stamp = datetime.now(UTC).isoformat()
         for ready in batch:
             cid = ready.conversation_id
@@ -140,7 +140,7 @@ class ArchiveWriter:
                     if outcome is None
                     else "its row id belongs to another conversation (source_id differs)"
                 )
-                self._dead_letter(cid, reason, pipe)
+                commands.append(self._dead_letter_command(cid, reason))
                 report.failed[cid] = reason
                 continue
             if status == "inserted":
@@ -149,26 +149,23 @@ class ArchiveWriter:
                 report.rearchived += 1
             else:  # stale: the database already holds a longer copy
                 report.unchanged += 1
-            queue_script(pipe, MARK_SCRIPT, conversation_key(cid), ready.message_count, stamp)
+            commands.append(
+                script_command(MARK_SCRIPT, conversation_key(cid), ready.message_count, stamp)
+            )
             if outcome.get("user_id") is None:
                 report.unlinked += 1
-                pipe.hset(
-                    UNLINKED_KEY,
-                    cid,
-                    json.dumps(
-                        {
-                            "row_id": ready.row_id,
-                            "merchant_id": ready.merchant_id,
-                            "pending_user_id": ready.user_id,
-                        }
-                    ),
-                )
+                pending = {
+                    "row_id": ready.row_id,
+                    "merchant_id": ready.merchant_id,
+                    "pending_user_id": ready.user_id,
+                }
+                commands.append(("HSET", UNLINKED_KEY, cid, json.dumps(pending)))
             else:
-                pipe.hdel(UNLINKED_KEY, cid)
-            pipe.hdel(DEAD_LETTER_KEY, cid)
+                commands.append(("HDEL", UNLINKED_KEY, cid))
+            commands.append(("HDEL", DEAD_LETTER_KEY, cid))
         # A mark that fails (the key turned into another type) only means the conversation is
         # read again next pass; its row is stored. Connection errors still end the pass.
-        for reply in pipe.execute(raise_on_error=False):
+        for reply in run_batch(self._redis, commands):
             if isinstance(reply, Exception) and not isinstance(reply, redis.ResponseError):
                 raise reply
 
@@ -179,9 +176,14 @@ class ArchiveWriter:
         report.failed[conversation_id] = reason
         self._dead_letter(conversation_id, reason)
 
-    def _dead_letter(self, conversation_id: str, reason: str, pipe: Any | None = None) -> None:
+    def _dead_letter(self, conversation_id: str, reason: str) -> None:
+        (reply,) = run_batch(self._redis, [self._dead_letter_command(conversation_id, reason)])
+        if isinstance(reply, Exception):
+            raise reply
+
+    def _dead_letter_command(self, conversation_id: str, reason: str) -> tuple[str, ...]:
         logger.error("conversation %s not archived: %s", conversation_id[:200], reason)
         entry = json.dumps(
             {"reason": reason, "at": datetime.now(UTC).isoformat(), "worker": self._worker_id}
         )
-        (pipe or self._redis).hset(DEAD_LETTER_KEY, conversation_id, entry)
+        return ("HSET", DEAD_LETTER_KEY, conversation_id, entry)
