@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -82,19 +83,21 @@ class Shape:
     noise: int
     layout: str
     topology: str
+    #: Database of the single node (the cluster has only 0).
+    database: int = BENCH_DB
 
 
-def redis_url(topology: str) -> str:
+def redis_url(topology: str, database: int = BENCH_DB) -> str:
     if topology == "cluster":
         url = os.environ.get("REDIS_CLUSTER_URL")
         if not url:
             sys.exit("bench: REDIS_CLUSTER_URL is not set (scripts/bench starts the cluster)")
         return url
-    return os.environ["REDIS_URL"].rsplit("/", 1)[0] + f"/{BENCH_DB}"
+    return os.environ["REDIS_URL"].rsplit("/", 1)[0] + f"/{database}"
 
 
-def connect(topology: str) -> RedisClient:
-    return connect_redis(redis_url(topology), cluster=topology == "cluster")
+def connect(topology: str, database: int = BENCH_DB) -> RedisClient:
+    return connect_redis(redis_url(topology, database), cluster=topology == "cluster")
 
 
 def flush(r: RedisClient) -> None:
@@ -104,15 +107,20 @@ def flush(r: RedisClient) -> None:
         r.flushdb()
 
 
-def write_data(r: RedisClient, shape: Shape, user_id: str) -> list[str]:
-    """The chosen layout, written with large pipelines to keep setup short."""
-    flush(r)
+def write_data(r: RedisClient, shape: Shape, user_id: str, *, noise: bool = True) -> list[str]:
+    """The chosen layout, written with large pipelines to keep setup short.
+
+    ``noise=False`` keeps the keyspace as it is (unrelated keys written before) and only adds
+    the conversations.
+    """
     pipe = r.pipeline(transaction=False)
-    for i in range(shape.noise):
-        pipe.set(f"cache:product:{i}", "x" * 32)
-        if i % 10_000 == 9_999:
-            pipe.execute()
-    pipe.execute()
+    if noise:
+        flush(r)
+        for i in range(shape.noise):
+            pipe.set(f"cache:product:{i}", "x" * 32)
+            if i % 10_000 == 9_999:
+                pipe.execute()
+        pipe.execute()
     body = "m" * max(1, shape.conv_bytes // shape.messages - 90)
     expires = int(time.time()) + 3600
     base = datetime(2026, 1, 1, tzinfo=UTC)
@@ -150,6 +158,17 @@ def write_data(r: RedisClient, shape: Shape, user_id: str) -> list[str]:
     return ids
 
 
+def remove_conversations(r: RedisClient, ids: list[str], messages: int) -> None:
+    """Delete a measurement's conversations, leaving the unrelated keys in place."""
+    keys = [k for cid in ids for k in (conversation_key(cid), session_key(cid))]
+    keys += [message_key(cid, seq) for cid in ids for seq in range(messages)]
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.delete(key)
+    pipe.zrem(DUE_KEY, *ids)
+    pipe.execute()
+
+
 def delete_rows(db: psycopg.Connection[Any], user_id: str) -> None:
     db.execute("delete from identity.conversations where user_id = %s", (user_id,))
     db.execute("vacuum analyze identity.conversations")
@@ -160,7 +179,7 @@ def delete_rows(db: psycopg.Connection[Any], user_id: str) -> None:
 
 def run_worker(args: argparse.Namespace) -> None:
     """(archiver), in this fresh process: one pass; prints seconds, counts and peak RSS."""
-    r = connect(args.topology)
+    r = connect(args.topology, args.database)
     with IdentityClient(redis_url=None) as client:
         archiver = ConversationArchiver(
             client, r, config=ArchiverConfig(scan_legacy=args.layout == "seed")
@@ -187,6 +206,8 @@ def measure_archiver(shape: Shape) -> dict[str, Any]:
         shape.layout,
         "--topology",
         shape.topology,
+        "--database",
+        str(shape.database),
     ]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -197,7 +218,7 @@ def measure_archiver(shape: Shape) -> dict[str, Any]:
 
 def measure_cli(shape: Shape) -> float:
     """Seconds for `supabase-identity archive --once`, from spawn to exit."""
-    env = {**os.environ, "REDIS_URL": redis_url(shape.topology)}
+    env = {**os.environ, "REDIS_URL": redis_url(shape.topology, shape.database)}
     started = time.perf_counter()
     done = subprocess.run(
         [str(CLI), "archive", "--once", "--json"], env=env, capture_output=True, text=True
@@ -282,18 +303,28 @@ class Bench:
         base.update(changes)
         return Shape(**base)
 
-    def archiver_rate(self, shape: Shape) -> tuple[float, dict[str, Any]]:
-        r = connect(shape.topology)
-        write_data(r, shape, self.user_id)
+    def archiver_rate(self, shape: Shape, *, noise: bool = True) -> tuple[float, dict[str, Any]]:
+        """One archiver pass over fresh conversations; ``noise=False`` keeps the unrelated keys
+        already there (the conversations of the previous measurement are removed)."""
+        r = connect(shape.topology, shape.database)
+        ids = write_data(r, shape, self.user_id, noise=noise)
         delete_rows(self.db, self.user_id)
         result = measure_archiver(shape)
         delete_rows(self.db, self.user_id)
-        flush(r)
+        remove_conversations(r, ids, shape.messages)
         r.close()
         return shape.conversations / result["seconds"], result
 
+    def alternate(self, first: Shape, second: Shape, rounds: int) -> tuple[float, float]:
+        """Median rates of two shapes measured in turn (drift on a shared machine hits both)."""
+        rates: tuple[list[float], list[float]] = ([], [])
+        for _ in range(rounds):
+            for index, shape in enumerate((first, second)):
+                rates[index].append(self.archiver_rate(shape)[0])
+        return statistics.median(rates[0]), statistics.median(rates[1])
+
     def cli_and_direct(self, shape: Shape) -> tuple[float, float]:
-        r = connect(shape.topology)
+        r = connect(shape.topology, shape.database)
         ids = write_data(r, shape, self.user_id)
         delete_rows(self.db, self.user_id)
         direct = shape.conversations / measure_direct(r, self.db, ids, shape)
@@ -344,17 +375,25 @@ class Bench:
             f"{cli_store:.0f}/s, direct {direct_store:.0f}/s -> "
             f"{archiver_store / direct_store:.2f} (target >= 0.5)"
         )
-        none, _ = self.archiver_rate(self.shape(noise=0))
-        million, _ = self.archiver_rate(self.shape(noise=1_000_000))
+        # 1M unrelated keys are written once; runs without them alternate on another database.
+        none_shape = self.shape(noise=0, database=BENCH_DB + 1)
+        million_shape = self.shape(noise=1_000_000)
+        nones, millions = [], []
+        self.archiver_rate(million_shape)  # writes the 1M keys once (and warms up)
+        for _ in range(self.args.rounds):
+            millions.append(self.archiver_rate(million_shape, noise=False)[0])
+            nones.append(self.archiver_rate(none_shape)[0])
+        none, million = statistics.median(nones), statistics.median(millions)
         self.say(
             f"3. seed layout, 1,000,000 unrelated keys {million:.0f}/s vs none {none:.0f}/s -> "
-            f"{million / none:.2f} (target >= 0.85)"
+            f"{million / none:.2f} (target >= 0.85; medians of {self.args.rounds} alternated runs)"
         )
-        single, _ = self.archiver_rate(self.shape())
-        cluster, _ = self.archiver_rate(self.shape(topology="cluster"))
+        single, cluster = self.alternate(
+            self.shape(noise=0), self.shape(noise=0, topology="cluster"), self.args.rounds
+        )
         self.say(
             f"4. Redis Cluster {cluster:.0f}/s vs single node {single:.0f}/s -> "
-            f"{cluster / single:.2f} (target >= 0.7)"
+            f"{cluster / single:.2f} (target >= 0.7; medians of {self.args.rounds} alternated runs)"
         )
         if self.args.large:
             _, small = self.archiver_rate(self.shape(layout="store"))
@@ -389,17 +428,27 @@ def main() -> None:
         default=50_000,
         help="second size for the peak-RSS comparison (0 to skip)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternated runs for targets 3 and 4 (median)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--database", type=int, default=BENCH_DB, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run_worker(args)
         return
     bench = Bench(args)
-    if args.layout:
-        bench.one()
-    else:
-        bench.suite()
-    bench.db.close()
+    try:
+        if args.layout:
+            bench.one()
+        else:
+            bench.suite()
+    finally:
+        bench.db.close()
+        for topology, database in (("single", BENCH_DB), ("single", BENCH_DB + 1)):
+            flush(connect(topology, database))
+        if os.environ.get("REDIS_CLUSTER_URL"):
+            flush(connect("cluster"))
 
 
 if __name__ == "__main__":

@@ -83,10 +83,13 @@ class Leases:
         for reply in results:
             if isinstance(reply, Exception):
                 raise reply
-        lost = [cid for cid, ok in zip(ids, results, strict=True) if ok == 0]
+        gone = [cid for cid, ok in zip(ids, results, strict=True) if ok == 0]
+        with self._mutex:
+            lost = [cid for cid in gone if cid in self._held]  # not released meanwhile
+            self._held.difference_update(lost)
         if lost:
             logger.warning("archiver %s lost %d claims (expired)", self.worker_id, len(lost))
-        return len(ids) - len(lost)
+        return len(ids) - len(gone)
 
     # ------------------------------------------------------------------ keeper
 

@@ -132,6 +132,7 @@ from collections.abc import AsyncIterator  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import psycopg  # noqa: E402
 import redis  # noqa: E402
 import redis.asyncio  # noqa: E402
 
@@ -303,3 +304,13 @@ def sdk_count(client: IdentityClient, table: str, **filters: str) -> int:
     result = query.limit(1).execute()
     assert result.count is not None
     return result.count
+
+
+@pytest.fixture(scope="module")
+def db() -> Iterator[psycopg.Connection[Any]]:
+    """Postgres itself (SUPABASE_DB_URL, tests only: the package never connects to it)."""
+    url = os.environ.get("SUPABASE_DB_URL")
+    if not url:
+        pytest.fail('SUPABASE_DB_URL is not set: run `eval "$(scripts/stack env)"`', pytrace=False)
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield conn

@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -26,7 +29,7 @@ from redis.typing import EncodableT, FieldT
 
 from supabase_identity import IdentityClient, archive_conversation, conversation_uuid
 from supabase_identity._redis import RedisClient, connect_redis
-from supabase_identity._redis_keys import DEAD_LETTER_KEY, UNLINKED_KEY
+from supabase_identity._redis_keys import DEAD_LETTER_KEY, UNLINKED_KEY, lease_key
 from supabase_identity.archive import (
     DUE_KEY,
     ArchiverConfig,
@@ -82,12 +85,6 @@ def client() -> Iterator[IdentityClient]:
         url=_env("SUPABASE_URL"), key=_env("SUPABASE_SERVICE_ROLE_KEY"), redis_url=None
     ) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def db() -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(_env("SUPABASE_DB_URL"), autocommit=True) as conn:
-        yield conn
 
 
 def shop() -> str:
@@ -863,3 +860,96 @@ def test_timestamps_are_stored_in_a_range_that_reads_back(
     assert client.get_conversation(user_id, cid).started_at.year in (1, 2026, 9999)
     assert client.get_user_profile(user_id).user_id == user_id
     assert [str(c.id) for c in client.get_user_conversations(user_id).items]
+
+
+# ------------------------------------------------------------------------------------------------
+# Claims follow their owner's life
+# ------------------------------------------------------------------------------------------------
+
+_HOLDER = """
+import sys, threading, time
+from datetime import timedelta
+from supabase_identity._redis import connect_redis
+from supabase_identity.archive import ArchiverConfig, ConversationArchiver
+
+class Stuck:
+    def rpc(self, function, params, *, encoded=None):
+        print("holding", flush=True)
+        threading.Event().wait()  # an upsert that never returns: the claims stay held
+
+    def flush_events(self):
+        return None
+
+url, cluster = sys.argv[1], sys.argv[2] == "cluster"
+r = connect_redis(url, cluster=cluster)
+config = ArchiverConfig(lease=timedelta(seconds=1), upserts_in_flight=1)
+ConversationArchiver(Stuck(), r, config=config, worker_id="holder").run_once()
+"""
+
+
+def _redis_url_of(r: RedisClient) -> tuple[str, str]:
+    if isinstance(r, redis.cluster.RedisCluster):
+        return _env("REDIS_CLUSTER_URL"), "cluster"
+    return _env("REDIS_URL").rsplit("/", 1)[0] + f"/{ARCHIVER_REDIS_DB}", "single"
+
+
+def test_a_live_workers_claims_are_never_taken_and_a_dead_ones_are(
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(r)
+    ids = [write_conversation(store, user_id, 1) for _ in range(5)]
+    url, topology = _redis_url_of(r)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, url, topology],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stderr is not None
+        assert holder.stdout.readline().strip() == "holding", holder.stderr.read()
+        other = ConversationArchiver(
+            client, r, config=ArchiverConfig(lease=timedelta(seconds=1)), worker_id="other"
+        )
+        # Several lease lifetimes pass while the holder lives (its keeper renews the claims):
+        # every pass of the other worker finds them all claimed, and stores nothing.
+        renewals = _Renewals(r, lease_key(ids[0]))
+        wait_until(lambda: renewals.seen() >= 4, "the holder's claims were not kept alive")
+        assert all(r.get(lease_key(cid)) == b"holder" for cid in ids)
+        report = other.run_once()
+        assert report.leased_elsewhere == len(ids) and report.archived == 0, report
+        holder.send_signal(signal.SIGKILL)  # no release, no goodbye
+        holder.wait(timeout=30)
+
+        def taken_over() -> bool:
+            other.run_once()
+            return count_rows(db, user_id) == len(ids)
+
+        wait_until(taken_over, "the dead worker's claims were never taken over", interval=0.5)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait(timeout=30)
+        if holder.stdout is not None:
+            holder.stdout.close()
+        if holder.stderr is not None:
+            holder.stderr.close()
+
+
+class _Renewals:
+    """Counts how often a lease's TTL went back up (its owner renewed it) while we watched."""
+
+    def __init__(self, r: RedisClient, key: str) -> None:
+        self.r = r
+        self.key = key
+        self.last = int(r.pttl(key))
+        self.count = 0
+
+    def seen(self) -> int:
+        ttl = int(self.r.pttl(self.key))
+        assert ttl > 0, "the lease expired while its owner was alive"
+        if ttl > self.last:
+            self.count += 1
+        self.last = ttl
+        return self.count

@@ -43,21 +43,12 @@ from supabase_identity._settings import load_settings
 from supabase_identity.archive import ArchiverConfig, ConversationArchiver, ConversationStore
 
 from .._wait import wait_until
+from .conftest import sdk_stack
+from .test_archiver import _env
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent / "supabase-identity"
-
-
-def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(
-            f"{name} is not set: run `scripts/stack up && scripts/stack cluster up` and eval "
-            "both `scripts/stack env` and `scripts/stack cluster env` (scripts/test does)",
-            pytrace=False,
-        )
-    return value
 
 
 @pytest.fixture
@@ -78,12 +69,6 @@ def rc(cluster_url: str) -> Iterator[redis.cluster.RedisCluster]:
 def client(cluster_url: str) -> Iterator[IdentityClient]:
     with IdentityClient(redis_url=cluster_url) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def db() -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(_env("SUPABASE_DB_URL"), autocommit=True) as conn:
-        yield conn
 
 
 def shop() -> str:
@@ -253,41 +238,20 @@ def test_cli_archive_once_and_check_on_the_cluster(
     store.create_session(cid, user_id=user_id)
     store.append_message(cid, sender="user", content="hello")
     store.end_conversation(cid)
-    env = {**os.environ, "REDIS_URL": cluster_url}
 
-    done = subprocess.run(
-        [str(BIN), "archive", "--once", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "REDIS_URL": cluster_url}
+        return subprocess.run(
+            [str(BIN), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    done = cli("archive", "--once", "--json")
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["archived"] == 1
-    check = subprocess.run(
-        [str(BIN), "archive", "--check", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    check = cli("archive", "--check", "--json")
     assert check.returncode == 1  # no loop running: no heartbeat, and no crash on a cluster
     assert json.loads(check.stdout) == {"alive": 0, "heartbeats": []}
-
-
-def _stack(*args: str) -> None:
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "stack"), *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"scripts/stack {' '.join(args)} failed: {done.stdout}{done.stderr}")
 
 
 class _KillPrimaryAfter:
@@ -353,15 +317,10 @@ def test_a_primary_killed_mid_pass_loses_no_conversation(
         marks = [rc.hget(conversation_key(cid), "archived_count") for cid in ids]
         assert marks == [b"3"] * len(ids)
     finally:
-        _stack("cluster", "up")  # restarts the killed node; it rejoins as a replica
-        wait_until(
-            lambda: (
-                subprocess.run(
-                    [str(ROOT / "scripts" / "stack"), "cluster", "status"],
-                    capture_output=True,
-                    check=False,
-                ).returncode
-                == 0
-            ),
-            "the cluster did not become healthy again after the failover",
-        )
+        sdk_stack("cluster", "up")  # restarts the killed node; it rejoins as a replica
+        wait_until(_cluster_healthy, "the cluster did not become healthy after the failover")
+
+
+def _cluster_healthy() -> bool:
+    status = [str(ROOT / "scripts" / "stack"), "cluster", "status"]
+    return subprocess.run(status, capture_output=True, check=False).returncode == 0
