@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -87,7 +89,6 @@ class Chaos:
         self.tag = uuid.uuid4().hex[:8]
         with IdentityClient(redis_url=None) as client:
             self.user_id, _ = client.get_or_create_user(f"chaos-{self.tag}.myshopify.com")
-        self.db = psycopg.connect(os.environ["SUPABASE_DB_URL"], autocommit=True)
 
     def redis(self) -> RedisClient:
         return connect_redis(
@@ -164,7 +165,11 @@ class Chaos:
                     r.expire(conversation_key(cid), TTL)
                     r.hset(session_key(cid), mapping={"user_id": self.user_id})
                     r.expire(session_key(cid), TTL)
-                    r.hset(message_key(cid, 0), mapping={"sender": "probe", "content": cid})
+                    stamp = datetime.now(UTC).isoformat()
+                    r.hset(
+                        message_key(cid, 0),
+                        mapping={"sender": "probe", "content": f"{cid}/0", "timestamp": stamp},
+                    )
                     r.expire(message_key(cid, 0), TTL)
                     r.hset(conversation_key(cid), "ended_at", datetime.now(UTC).isoformat())
                     with self.written.lock:
@@ -264,8 +269,13 @@ class Chaos:
         self.report()
 
     def report(self) -> None:
+        # A connection opened now: Postgres was restarted during the run.
+        with psycopg.connect(os.environ["SUPABASE_DB_URL"], autocommit=True) as db:
+            self.table(db)
+
+    def table(self, db: psycopg.Connection[Any]) -> None:
         written = self.written.messages
-        rows = self.db.execute(
+        rows = db.execute(
             "select source_id, message_count, messages, "
             "extract(epoch from archived_at - ended_at) from identity.conversations "
             "where user_id = %s",
@@ -290,7 +300,7 @@ class Chaos:
         )
         counts: dict[int, int] = {
             int(n): int(c)
-            for n, c in self.db.execute(
+            for n, c in db.execute(
                 "select (event_data->>'n')::int, count(*) from identity.events "
                 "where user_id = %s and event_type = 'chaos' group by 1",
                 (self.user_id,),
@@ -328,6 +338,9 @@ class Chaos:
 
 
 def main() -> None:
+    # The faults make the library warn about every event it keeps for later: that is the
+    # expected behaviour here, not news. Errors still print.
+    logging.getLogger("supabase_identity").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of load")
     parser.add_argument("--topology", choices=["single", "cluster"], default="single")
@@ -340,7 +353,6 @@ def main() -> None:
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        chaos.db.close()
 
 
 if __name__ == "__main__":
