@@ -934,7 +934,8 @@ def stats(
     if redis_url is None:
         note = "REDIS_URL is not set: the archivers' counters were not read"
     else:
-        redis_client = _archiver_redis(redis_url, ping=False)
+        cluster = load_settings(env_dir=_options.env_dir).redis_cluster
+        redis_client = _archiver_redis(redis_url, cluster, ping=False)
         try:
             archiver = read_archiver_stats(redis_client)
         except redis.RedisError as error:

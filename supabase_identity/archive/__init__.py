@@ -10,18 +10,16 @@ from .._redis_keys import DUE_KEY, conversation_key, merchant_key, message_key, 
 from ._archiver import ConversationArchiver, archive_conversation
 from ._layout import ConversationStore
 from ._types import ArchiverConfig, ArchiveReport
-from ._worker import ArchiverStatus, Health, archiver_status, check_health
+from ._worker import Health, check_health
 
 __all__ = [
     "DUE_KEY",
     "ArchiveReport",
     "ArchiverConfig",
-    "ArchiverStatus",
     "ConversationArchiver",
     "ConversationStore",
     "Health",
     "archive_conversation",
-    "archiver_status",
     "check_health",
     "conversation_key",
     "merchant_key",

@@ -9,7 +9,8 @@ Heartbeats live in one hash (``identity:archive:heartbeats``, worker id -> JSON 
 expiry), so a probe reads them without scanning the keyspace, on one node or a cluster:
 
     check_health(redis_client)   -> Health: the live heartbeats (``archive --check``)
-    archiver_status(redis_client) -> ArchiverStatus: cumulative counters, heartbeats, backlog
+
+(``supabase_identity._monitoring.read_archiver_stats`` adds the counters and the backlog.)
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from typing import Any, TypeVar
 import redis
 
 from .._exceptions import BackendUnavailableError
-from .._redis import RedisClient, text
-from .._redis_keys import DEAD_LETTER_KEY, DUE_KEY, HEARTBEATS_KEY, STATS_KEY, UNLINKED_KEY
+from .._redis import RedisClient
+from .._redis_keys import HEARTBEATS_KEY, STATS_KEY
 from ._rows import load_json
 from ._types import ArchiverConfig, ArchiveReport
 
-__all__ = ["ArchiverStatus", "Health", "Worker", "archiver_status", "check_health"]
+__all__ = ["Health", "Worker", "check_health"]
 
 logger = logging.getLogger("supabase_identity.archive")
 _T = TypeVar("_T")
@@ -51,17 +52,6 @@ class Health:
     @property
     def ok(self) -> bool:
         return bool(self.heartbeats)
-
-
-@dataclass(frozen=True)
-class ArchiverStatus:
-    """What monitoring wants in one read: counters since the start, live workers, backlog."""
-
-    stats: dict[str, int]
-    heartbeats: list[dict[str, Any]]
-    due: int
-    unlinked: int
-    dead_lettered: int
 
 
 def check_health(redis_client: RedisClient, *, now: float | None = None) -> Health:
@@ -87,27 +77,6 @@ def check_health(redis_client: RedisClient, *, now: float | None = None) -> Heal
             redis_client.hdel(HEARTBEATS_KEY, *expired)
     alive.sort(key=lambda beat: str(beat.get("worker")))
     return Health(alive)
-
-
-def archiver_status(redis_client: RedisClient) -> ArchiverStatus:
-    """Cumulative counters (``identity:archive:stats``), live heartbeats and the backlog."""
-    pipe = redis_client.pipeline(transaction=False)
-    pipe.hgetall(STATS_KEY)
-    pipe.zcard(DUE_KEY)
-    pipe.hlen(UNLINKED_KEY)
-    pipe.hlen(DEAD_LETTER_KEY)
-    raw_stats, due, unlinked, dead = pipe.execute()
-    stats: dict[str, int] = {}
-    for name, value in raw_stats.items():
-        with contextlib.suppress(ValueError):
-            stats[text(name) or ""] = int(text(value) or 0)
-    return ArchiverStatus(
-        stats=stats,
-        heartbeats=check_health(redis_client).heartbeats,
-        due=int(due),
-        unlinked=int(unlinked),
-        dead_lettered=int(dead),
-    )
 
 
 class Worker:

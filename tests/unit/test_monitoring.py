@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -272,8 +273,15 @@ def test_read_archiver_stats(redis_client: redis.Redis) -> None:
     redis_client.hset("identity:archive:stats", "unchanged", "not a number")
     redis_client.hset("identity:archive:dead", mapping={"c1": "{}", "c2": "{}"})
     redis_client.hset("identity:archive:unlinked", "c3", "{}")
-    redis_client.set("identity:archive:heartbeat:w1", json.dumps({"worker": "w1", "at": "x"}))
-    redis_client.set("identity:archive:heartbeat:w2", "not json")
+    live = {"worker": "w1", "at": "x", "expires": time.time() + 60}
+    redis_client.hset(
+        "identity:archive:heartbeats",
+        mapping={
+            "w1": json.dumps(live),
+            "w2": "not json",  # hostile: dropped (and pruned), the rest still read
+            "w3": json.dumps({"worker": "w3", "expires": time.time() - 1}),  # expired
+        },
+    )
     stats = read_archiver_stats(redis_client)
     assert stats.counters == {
         "archived": 12,
@@ -289,9 +297,8 @@ def test_read_archiver_stats(redis_client: redis.Redis) -> None:
     assert stats.failed_attempts == 3
     assert stats.dead_letters == 2
     assert stats.unlinked_pending == 1
-    assert sorted(stats.heartbeats, key=str) == sorted(
-        [{"worker": "w1", "at": "x"}, {"raw": "not json"}], key=str
-    )
+    assert stats.heartbeats == [live]
+    assert redis_client.hkeys("identity:archive:heartbeats") == [b"w1"]
 
 
 def test_read_archiver_stats_on_an_empty_redis(redis_client: redis.Redis) -> None:
