@@ -391,17 +391,34 @@ class Bench:
         n = self.args.conversations
         self.say(f"data: {n} conversations x {self.args.messages} messages per measurement")
         rounds = self.args.rounds
+        wanted = {int(t) for t in self.args.targets.split(",")}
+        if 1 in wanted:
+            self.target_1(rounds)
+        if 2 in wanted:
+            self.target_2(rounds)
+        if 3 in wanted:
+            self.target_3()
+        if 4 in wanted:
+            self.target_4()
+        if 5 in wanted and self.args.large:
+            self.target_5()
+
+    def target_1(self, rounds: int) -> None:
         cli, direct = self.against_direct(self.shape(), "cli", rounds)
         self.say(
             f"1. seed layout, 200k unrelated keys: CLI {cli:.0f}/s, direct {direct:.0f}/s -> "
             f"{cli / direct:.2f} (target >= 0.5, stretch 0.7; medians of {rounds} rounds)"
         )
+
+    def target_2(self, rounds: int) -> None:
         store, direct_store = self.against_direct(self.shape(layout="store"), "archiver", rounds)
         self.say(
             f"2. store layout, 200k unrelated keys: archiver {store:.0f}/s, direct "
             f"{direct_store:.0f}/s -> {store / direct_store:.2f} (target >= 0.5; medians of "
             f"{rounds} rounds)"
         )
+
+    def target_3(self) -> None:
         # 1M unrelated keys are written once; runs without them alternate on another database.
         none_shape = self.shape(noise=0, database=BENCH_DB + 1)
         million_shape = self.shape(noise=1_000_000)
@@ -415,6 +432,8 @@ class Bench:
             f"3. seed layout, 1,000,000 unrelated keys {million:.0f}/s vs none {none:.0f}/s -> "
             f"{million / none:.2f} (target >= 0.85; medians of {self.args.rounds} alternated runs)"
         )
+
+    def target_4(self) -> None:
         single, cluster = self.alternate(
             self.shape(noise=0), self.shape(noise=0, topology="cluster"), self.args.rounds
         )
@@ -422,6 +441,9 @@ class Bench:
             f"4. Redis Cluster {cluster:.0f}/s vs single node {single:.0f}/s -> "
             f"{cluster / single:.2f} (target >= 0.7; medians of {self.args.rounds} alternated runs)"
         )
+
+    def target_5(self) -> None:
+        n = self.args.conversations
         if self.args.large:
             _, small = self.archiver_rate(self.shape(layout="store"))
             big_rate, big = self.archiver_rate(
@@ -457,6 +479,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternated runs per target (medians reported)"
+    )
+    parser.add_argument(
+        "--targets", default="1,2,3,4,5", help="which targets to measure (comma-separated)"
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--database", type=int, default=BENCH_DB, help=argparse.SUPPRESS)
