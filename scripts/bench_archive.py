@@ -102,7 +102,8 @@ def connect(topology: str, database: int = BENCH_DB) -> RedisClient:
 
 def flush(r: RedisClient) -> None:
     if isinstance(r, redis.cluster.RedisCluster):
-        r.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+        for node in r.get_primaries():  # type: ignore[no-untyped-call]
+            r.get_redis_connection(node).flushall()
     else:
         r.flushdb()
 

@@ -59,9 +59,14 @@ def _env(name: str) -> str:
     return value
 
 
-def _flush(client: RedisClient) -> None:
+def flush(client: RedisClient) -> None:
+    """Empty the test's database, or every primary of the (test-only) cluster.
+
+    One node at a time: redis-py's ``flushall(target_nodes=…)`` leaves a socket open.
+    """
     if isinstance(client, redis.cluster.RedisCluster):
-        client.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+        for node in client.get_primaries():  # type: ignore[no-untyped-call]
+            client.get_redis_connection(node).flushall()
     else:
         client.flushdb()
 
@@ -73,9 +78,9 @@ def r(request: pytest.FixtureRequest) -> Iterator[RedisClient]:
     else:
         url = _env("REDIS_URL").rsplit("/", 1)[0] + f"/{ARCHIVER_REDIS_DB}"
         client = connect_redis(url, cluster=False)
-    _flush(client)
+    flush(client)
     yield client
-    _flush(client)
+    flush(client)
     client.close()
 
 
@@ -853,13 +858,16 @@ def test_timestamps_are_stored_in_a_range_that_reads_back(
     )
     r.hset(conversation_key(cid), "ended_at", started_at)
 
-    report = ConversationArchiver(client, r).run_once()
+    try:
+        report = ConversationArchiver(client, r).run_once()
 
-    assert report.archived == 1 and not report.failed, report
-    assert any("started_at" in issue for issue in issues_of(db, cid))
-    assert client.get_conversation(user_id, cid).started_at.year in (1, 2026, 9999)
-    assert client.get_user_profile(user_id).user_id == user_id
-    assert [str(c.id) for c in client.get_user_conversations(user_id).items]
+        assert report.archived == 1 and not report.failed, report
+        assert any("started_at" in issue for issue in issues_of(db, cid))
+        assert client.get_conversation(user_id, cid).started_at.year in (1, 2026, 9999)
+        assert client.get_user_profile(user_id).user_id == user_id
+        assert [str(c.id) for c in client.get_user_conversations(user_id).items]
+    finally:  # rows dated 9999 would be "the latest conversations" of every other test
+        db.execute("delete from identity.conversations where user_id = %s", (user_id,))
 
 
 # ------------------------------------------------------------------------------------------------

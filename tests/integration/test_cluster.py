@@ -44,7 +44,7 @@ from supabase_identity.archive import ArchiverConfig, ConversationArchiver, Conv
 
 from .._wait import wait_until
 from .conftest import sdk_stack
-from .test_archiver import _env
+from .test_archiver import _env, flush
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,9 +59,9 @@ def cluster_url() -> str:
 @pytest.fixture
 def rc(cluster_url: str) -> Iterator[redis.cluster.RedisCluster]:
     client = redis.cluster.RedisCluster.from_url(cluster_url.rsplit("/", 1)[0])
-    client.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    flush(client)
     yield client
-    client.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    flush(client)
     client.close()
 
 
@@ -96,14 +96,22 @@ def test_redis_url_naming_any_node_is_detected_and_redis_cluster_forces_it(
     cluster_url: str,
 ) -> None:
     single = _env("REDIS_URL")
-    assert isinstance(connect_redis(cluster_url), redis.cluster.RedisCluster)
-    assert isinstance(connect_redis(single), redis.Redis)
     replica_port = int(cluster_url.rsplit(":", 1)[1].split("/")[0]) + 5  # any node will do
     any_node = cluster_url.rsplit(":", 1)[0] + f":{replica_port}/0"
-    assert isinstance(RedisConnector(any_node).client(), redis.cluster.RedisCluster)
+    detected = [connect_redis(cluster_url), connect_redis(single)]
+    connectors = [RedisConnector(any_node), RedisConnector(cluster_url, cluster=False)]
+    try:
+        assert isinstance(detected[0], redis.cluster.RedisCluster)
+        assert isinstance(detected[1], redis.Redis)
+        assert isinstance(connectors[0].client(), redis.cluster.RedisCluster)
+        assert isinstance(connectors[1].client(), redis.Redis)
+    finally:
+        for client in detected:
+            client.close()
+        for connector in connectors:
+            connector.close()
     forced = load_settings(environ={"REDIS_URL": cluster_url, "REDIS_CLUSTER": "false"})
     assert forced.redis_cluster is False
-    assert isinstance(RedisConnector(cluster_url, cluster=False).client(), redis.Redis)
     assert load_settings(environ={"REDIS_CLUSTER": "true"}).redis_cluster is True
 
 
