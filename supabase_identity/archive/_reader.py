@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import redis
 
-from .._redis import RedisClient, hash_field, run_batch, text
+from .._redis import RedisClient, hash_field, is_cluster, run_batch, text
 from .._redis_keys import conversation_key, merchant_key, message_key, session_key
 from ._rows import RawConversation, load_json, shop_from_merchant, user_id_candidates
 from ._types import ArchiverConfig, Candidate
@@ -85,38 +85,30 @@ class ConversationReader:
         """The conversations that still exist, by id; ``user_id`` overrides what Redis says."""
         if not claimed:
             return {}
-        commands: list[tuple[str, str]] = []
-        windows: list[int] = []
+        heads: list[tuple[str, str]] = []
+        probes: list[_Probe] = []
         for candidate in claimed:
             cid = candidate.conversation_id
-            commands.append(("HGETALL", conversation_key(cid)))
-            commands.append(("HGETALL", session_key(cid)))
-            window = self._first_window(candidate.message_count_hint)
-            windows.append(window)
-            commands.extend(("HGETALL", message_key(cid, seq)) for seq in range(window))
-        results = run_batch(self._redis, commands)
-        raws: dict[str, RawConversation] = {}
-        probes: list[_Probe] = []
+            heads.append(("HGETALL", conversation_key(cid)))
+            heads.append(("HGETALL", session_key(cid)))
+            probes.append(_Probe(RawConversation(cid, {}, {}, []), candidate.message_count_hint))
         strings: list[tuple[_Probe, int]] = []
-        at = 0
-        for candidate, window in zip(claimed, windows, strict=True):
-            cid = candidate.conversation_id
-            conv, session = results[at], results[at + 1]
-            replies = results[at + 2 : at + 2 + window]
-            at += 2 + window
-            raw = RawConversation(cid, {}, {}, [])
-            raw.conversation = self._hash(conv, raw, f"conversation:{cid}")
-            raw.session = self._hash(session, raw, f"session:{cid}")
-            probe = _Probe(raw, candidate.message_count_hint)
-            self._take(probe, 0, replies, strings)
+        sizes = [self._first_window(probe.hint) for probe in probes]
+        replies = self._probe_round(probes, sizes, strings, heads)
+        raws: dict[str, RawConversation] = {}
+        live: list[_Probe] = []
+        for index, probe in enumerate(probes):
+            raw = probe.raw
+            cid = raw.conversation_id
+            raw.conversation = self._hash(replies[2 * index], raw, f"conversation:{cid}")
+            raw.session = self._hash(replies[2 * index + 1], raw, f"session:{cid}")
             if not raw.conversation and not raw.session and probe.last_hit < 0:
                 continue  # nothing left in Redis: vanished
             raws[cid] = raw
-            probes.append(probe)
-        self._probe_further(probes, strings)
+            live.append(probe)
         self._read_strings(strings)
-        self._learn(probes)
-        for probe in probes:
+        self._learn(live)
+        for probe in live:
             probe.raw.messages.sort(key=lambda pair: pair[0])
             if probe.hint is not None and len(probe.raw.messages) < probe.hint:
                 # The writer counted more messages than exist: say which are missing.
@@ -132,9 +124,66 @@ class ConversationReader:
     # ------------------------------------------------------------------ probing
 
     def _first_window(self, hint: int | None) -> int:
-        if hint is not None and 0 <= hint <= MAX_PROBE_WINDOW - self._gap:
-            return hint + self._gap
-        return self._window
+        if hint is not None and 0 <= hint <= MAX_PROBE_WINDOW:
+            return min(hint, self._max_messages)
+        return min(self._window, self._max_messages)
+
+    def _probe_round(
+        self,
+        probes: list[_Probe],
+        sizes: list[int],
+        strings: list[tuple[_Probe, int]],
+        heads: list[tuple[str, str]],
+    ) -> list[Any]:
+        """Probe until every conversation is complete; returns the replies to ``heads``.
+
+        Each round reads a window of messages per conversation (``HGETALL``) and checks the
+        ``probe_gap`` keys after it (``EXISTS``: one command on a single node, one per key on
+        a cluster, where keys of one command must share a slot). A conversation is complete
+        once that check finds nothing; otherwise the next round reads further, doubling.
+        """
+        head_replies: list[Any] = []
+        pending = list(zip(probes, sizes, strict=True))
+        cluster = is_cluster(self._redis)
+        while pending:
+            commands: list[tuple[str, ...]] = list(heads)
+            tails: list[int] = []
+            for probe, size in pending:
+                cid = probe.raw.conversation_id
+                start, stop = probe.next_seq, probe.next_seq + size
+                commands.extend(("HGETALL", message_key(cid, seq)) for seq in range(start, stop))
+                gap = [message_key(cid, seq) for seq in range(stop, stop + self._gap)]
+                if cluster:
+                    commands.extend(("EXISTS", key) for key in gap)
+                    tails.append(len(gap))
+                else:
+                    commands.append(("EXISTS", *gap))
+                    tails.append(1)
+            replies = run_batch(self._redis, commands)
+            head_replies = head_replies or replies[: len(heads)]
+            at = len(heads)
+            heads = []
+            more: list[tuple[_Probe, int]] = []
+            for (probe, size), tail in zip(pending, tails, strict=True):
+                self._take(probe, probe.next_seq, replies[at : at + size], strings)
+                at += size
+                beyond = replies[at : at + tail]
+                at += tail
+                for reply in beyond:
+                    if isinstance(reply, Exception):
+                        raise reply
+                if not any(int(reply) for reply in beyond):
+                    continue  # probe_gap keys past the window hold nothing: complete
+                if probe.next_seq >= self._max_messages:
+                    probe.raw.issues.append(
+                        f"more than {self._max_messages} messages: the rest were not read"
+                    )
+                    continue
+                # Double what was read so far: a long conversation takes log2(n) rounds.
+                grow = min(MAX_PROBE_WINDOW, max(self._gap * 2, probe.next_seq))
+                more.append((probe, min(grow, self._max_messages - probe.next_seq)))
+            pending = more
+        return head_replies
 
     def _take(
         self,
@@ -158,47 +207,13 @@ class ConversationReader:
                 probe.last_hit = seq
         probe.next_seq = start + len(replies)
 
-    def _unfinished(self, probe: _Probe) -> bool:
-        if probe.next_seq >= self._max_messages:
-            if probe.next_seq - probe.last_hit <= self._gap:
-                probe.raw.issues.append(
-                    f"more than {self._max_messages} messages: the rest were not read"
-                )
-            return False
-        return probe.next_seq - probe.last_hit <= self._gap
-
-    def _probe_further(self, probes: list[_Probe], strings: list[tuple[_Probe, int]]) -> None:
-        pending = [p for p in probes if self._unfinished(p)]
-        while pending:
-            commands: list[tuple[str, str]] = []
-            sizes: list[int] = []
-            for probe in pending:
-                # Double what was found so far: a long conversation takes log2(n) rounds.
-                size = min(
-                    MAX_PROBE_WINDOW,
-                    max(self._gap * 2, probe.next_seq),
-                    self._max_messages - probe.next_seq,
-                )
-                sizes.append(size)
-                cid = probe.raw.conversation_id
-                stop = probe.next_seq + size
-                commands.extend(
-                    ("HGETALL", message_key(cid, seq)) for seq in range(probe.next_seq, stop)
-                )
-            results = run_batch(self._redis, commands)
-            at = 0
-            for probe, size in zip(pending, sizes, strict=True):
-                self._take(probe, probe.next_seq, results[at : at + size], strings)
-                at += size
-            pending = [p for p in pending if self._unfinished(p)]
-
     def _learn(self, probes: Sequence[_Probe]) -> None:
         """Size the next page's first probe on this page's conversations (90th percentile)."""
         if not probes:
             return
         sizes = sorted(p.last_hit + 1 for p in probes)
         typical = sizes[min(len(sizes) - 1, (len(sizes) * 9) // 10)]
-        self._window = max(INITIAL_WINDOW, min(MAX_PROBE_WINDOW, typical + self._gap))
+        self._window = max(1, min(MAX_PROBE_WINDOW, typical))
 
     def _read_strings(self, strings: Sequence[tuple[_Probe, int]]) -> None:
         if not strings:
