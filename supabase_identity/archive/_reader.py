@@ -1,19 +1,20 @@
 """Reading claimed conversations from Redis: pipelined, bounded by the data, not the keyspace.
 
-A page is read in a few pipelined round trips, the same on one node and on a cluster (a
-cluster pipeline splits itself by node; nothing here spans slots):
+A page is read in a few pipelined round trips, the same on one node and on a cluster (commands
+are grouped by the node that owns their slot; nothing here spans slots):
 
-1. ``HGETALL`` of each ``conversation:<id>`` and ``session:<id>``, and probes of the first
-   ``message:<id>:<seq>`` keys;
-2. more probes only for conversations whose last probes still found messages;
+1. ``HGETALL`` of each ``conversation:<id>`` and ``session:<id>``, of a window of
+   ``message:<id>:<seq>`` keys, and one ``EXISTS`` over the ``probe_gap`` keys after it (one per
+   key on a cluster);
+2. further windows only for conversations whose ``EXISTS`` found something, doubling;
 3. ``GET`` for messages stored as strings (``HGETALL`` answers WRONGTYPE);
 4. ``GET merchant:<shop>`` for conversations with no user yet.
 
-Probing stops ``probe_gap`` sequence numbers after the last message found, so it crosses gaps
-(a deleted message, numbering from 1) and stops at the conversation's real size. A message
-counter, when the writer keeps one, only sizes the first probe: a counter of five million
-costs nothing more than the messages that exist. The first probe otherwise follows the sizes
-seen on the previous page, so most conversations are read in one round trip.
+So gaps shorter than ``probe_gap`` (a deleted message, numbering from 1) are crossed, and
+reading stops at the conversation's real size. A message counter, when the writer keeps one,
+only sizes the first window: a counter of five million costs nothing more than the messages
+that exist. The first window otherwise follows the sizes seen on the previous page, so most
+conversations are read in one round trip.
 """
 
 from __future__ import annotations
