@@ -6,7 +6,7 @@
 begin;
 \ir _helpers.psql
 
-select plan(93);
+select plan(94);
 
 -- ---------------------------------------------------------------------------------------------
 -- Objects
@@ -16,8 +16,10 @@ select tables_are('identity', array['users', 'conversations', 'events', 'events_
   'identity has exactly the tables users, conversations, events, events_archive');
 select functions_are('identity',
   array['analyze_tables', 'archive_conversations', 'archive_old_events',
-        'delete_unlinked_conversations', 'get_or_create_user', 'get_user_profile', 'health',
-        'link_conversations', 'record_events', 'set_updated_at', 'stats'],
+        'conversation_search_vector', 'conversation_snippet', 'delete_unlinked_conversations',
+        'get_or_create_user', 'get_user_profile', 'health', 'link_conversations',
+        'record_events', 'search_config', 'search_conversations', 'set_conversation_search',
+        'set_updated_at', 'stats'],
   'identity has exactly the expected functions');
 select is_empty(
   $$ select c.relname from pg_catalog.pg_class as c
@@ -60,7 +62,8 @@ select col_hasnt_default('identity', 'users', 'id', 'users.id has no default (ma
 -- ---------------------------------------------------------------------------------------------
 select columns_are('identity', 'conversations',
   array['id', 'source_id', 'user_id', 'merchant_id', 'workflow_name', 'started_at', 'ended_at',
-        'messages', 'message_count', 'metadata', 'created_at', 'updated_at', 'archived_at'],
+        'messages', 'message_count', 'metadata', 'created_at', 'updated_at', 'archived_at',
+        'search'],
   'conversations has the expected columns');
 select col_type_is('identity', 'conversations', 'id', 'uuid', 'conversations.id is uuid');
 select col_type_is('identity', 'conversations', 'source_id', 'text', 'conversations.source_id is text');
@@ -85,6 +88,8 @@ select col_type_is('identity', 'conversations', 'updated_at', 'timestamp with ti
   'conversations.updated_at is timestamptz');
 select col_type_is('identity', 'conversations', 'archived_at', 'timestamp with time zone',
   'conversations.archived_at is timestamptz');
+select col_type_is('identity', 'conversations', 'search', 'tsvector',
+  'conversations.search is tsvector');
 select col_is_pk('identity', 'conversations', 'id', 'conversations.id is the primary key');
 select fk_ok('identity', 'conversations', 'user_id', 'identity', 'users', 'id',
   'conversations.user_id references users.id');
@@ -98,7 +103,8 @@ select set_eq(
   $$ select attname::text from pg_catalog.pg_attribute
      where attrelid = 'identity.conversations'::regclass and attnum > 0 and not attisdropped
        and attnotnull $$,
-  array['id', 'started_at', 'messages', 'metadata', 'created_at', 'updated_at', 'archived_at'],
+  array['id', 'started_at', 'messages', 'metadata', 'created_at', 'updated_at', 'archived_at',
+        'search'],
   'conversations: exactly the expected columns are NOT NULL');
 select is(
   (select attgenerated::text from pg_catalog.pg_attribute
@@ -150,7 +156,8 @@ select indexes_are('identity', 'users',
   'users has exactly its primary key, the shop_domain unique index and created_at');
 select indexes_are('identity', 'conversations',
   array['conversations_pkey', 'conversations_user_id_started_at_idx',
-        'conversations_source_id_key', 'conversations_started_at_idx'],
+        'conversations_source_id_key', 'conversations_started_at_idx',
+        'conversations_user_id_search_idx'],
   'conversations has exactly the expected indexes');
 select indexes_are('identity', 'events',
   array['events_pkey', 'events_user_id_created_at_idx', 'events_event_type_created_at_idx',
@@ -342,8 +349,10 @@ select is(
   now(), 'an UPDATE stamps users.updated_at (even one that tries to set it)');
 select triggers_are('identity', 'users', array['users_set_updated_at'],
   'users has exactly the updated_at trigger');
-select triggers_are('identity', 'conversations', array['conversations_set_updated_at'],
-  'conversations has exactly the updated_at trigger');
+select triggers_are('identity', 'conversations',
+  array['conversations_set_updated_at', 'conversations_search_on_insert',
+        'conversations_search_on_update'],
+  'conversations has exactly the updated_at and search triggers');
 select triggers_are('identity', 'events', array[]::name[], 'events has no triggers');
 
 select * from finish();
