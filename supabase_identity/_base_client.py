@@ -38,6 +38,7 @@ from postgrest.types import CountMethod
 from tenacity import RetryCallState
 
 from ._constants import (
+    CONVERSATION_COLUMNS,
     CONVERSATION_LIST_COLUMNS,
     EVENT_COLUMNS,
     INITIAL_RETRY_DELAY,
@@ -399,7 +400,8 @@ class BaseIdentityClient:
     ) -> RequestSpec:
         validate_user_id(user_id)
         conv = str(conversation_uuid(conversation_id))
-        query = rest.from_("conversations").select("*").eq("user_id", user_id)
+        # Every column but the full-text vector, which is about as large as the messages.
+        query = rest.from_("conversations").select(CONVERSATION_COLUMNS).eq("user_id", user_id)
         if isinstance(conversation_id, str) and conv != conversation_id:
             # Any id but a canonical UUID is a Redis id: its row is the one that keeps it.
             query = query.eq("source_id", conversation_id)

@@ -71,6 +71,13 @@ CONVERSATION_LIST_COLUMNS: Final = (
     "id,source_id,workflow_name,started_at,ended_at,message_count,metadata"
 )
 
+#: One conversation with its messages: every column but ``search`` (the full-text vector is
+#: about as large as the messages and only the database reads it).
+CONVERSATION_COLUMNS: Final = (
+    "id,source_id,user_id,merchant_id,workflow_name,started_at,ended_at,messages,"
+    "message_count,metadata,created_at,updated_at,archived_at"
+)
+
 #: Namespace strings for deterministic UUIDv5 ids (shared with the archiver and the SQL tests).
 CONVERSATION_UUID_PREFIX: Final = "supabase-identity:conversation:"
 USER_SUBJECT_PREFIX: Final = "supabase-identity:user:"
