@@ -22,90 +22,108 @@
 -- ---------------------------------------------------------------------------------------------
 create function identity.conversation_snippet(messages jsonb, query tsquery)
 returns text
-  language sql
+  language plpgsql
   immutable
   parallel safe
   security invoker
   set search_path = ''
 as $$
-  with positive as (
-    -- The part of the query that names words a message contains (negations removed).
-    select nullif(pg_catalog.querytree(conversation_snippet.query), 'T') as q
-  ),
-  stems as (
+declare
+  -- The part of the query that names words a message contains (negations removed).
+  v_positive tsquery := nullif(pg_catalog.querytree(conversation_snippet.query), 'T')::tsquery;
+  v_messages jsonb := case when jsonb_typeof(conversation_snippet.messages) = 'array'
+                           then conversation_snippet.messages else '[]'::jsonb end;
+  v_prefixes text[];
+  v_snippet text;
+begin
+  -- PL/pgSQL, not SQL: PostgreSQL 15 plans a SQL function's query again on every call (20
+  -- calls per search page), PL/pgSQL keeps its plans for the session.
+  if v_positive is not null then
     -- Each lexeme minus its last letter: a stem is (nearly always) a prefix of the words it
     -- stands for once its last letter is dropped ("polici" -> "polic" in "policy").
     select coalesce(array_agg(
              case when length(t.lexeme) > 4 then left(t.lexeme, -1) else t.lexeme end
-           ), '{}') as prefixes
-    from positive as p
-    cross join lateral pg_catalog.regexp_matches(
-      p.q, '''((?:[^'']|'''')+)''', 'g'
-    ) as m (parts)
-    cross join lateral (select replace(m.parts[1], '''''', '''') as lexeme) as t
-  ),
+           ), '{}')
+      into v_prefixes
+    from pg_catalog.regexp_matches(v_positive::text, '''((?:[^'']|'''')+)''', 'g') as m (parts)
+    cross join lateral (select replace(m.parts[1], '''''', '''') as lexeme) as t;
 
-  contents as (
-    select m.n,
-           replace(replace(replace(replace(
-             m.message ->> 'content', '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;')
-             as html,
-           -- A short message is shown whole; a longer one as its best 10 to 24 words.
-           case
-             when length(m.message ->> 'content') <= 160
-               then 'StartSel=<mark>, StopSel=</mark>, HighlightAll=true'
-             else 'StartSel=<mark>, StopSel=</mark>, MaxWords=24, MinWords=10, ShortWord=2'
-           end as options
-    from jsonb_array_elements(
-           case when jsonb_typeof(conversation_snippet.messages) = 'array'
-                then conversation_snippet.messages else '[]'::jsonb end
-         ) with ordinality as m (message, n)
-    where jsonb_typeof(m.message) = 'object'
-      and nullif(btrim(m.message ->> 'content'), '') is not null
-  ),
-  candidates as (
-    -- Messages that contain one of the stems, in order (cheap: no parsing).
-    select c.n, c.html, c.options
-    from positive as p, stems as s, contents as c
-    where p.q is not null
-      and exists (
-        select 1 from unnest(s.prefixes) as x (prefix)
-        where strpos(lower(c.html), x.prefix) > 0
-      )
-  )
-  select coalesce(
-    (
-      -- The first message that matches the whole positive query (a phrase included).
-      select pg_catalog.ts_headline(identity.search_config(), f.html, p.q::tsquery, f.options)
-      from (
-        select c.html, c.options
-        from candidates as c, positive as p
-        where pg_catalog.to_tsvector(identity.search_config(), c.html) @@ p.q::tsquery
-        order by c.n
-        limit 1
-      ) as f, positive as p
-    ),
-    (
+    with candidates as materialized (
+      -- Messages that contain one of the stems, in order: a substring test, no parsing.
+      select m.n,
+             replace(replace(replace(replace(
+               m.message ->> 'content', '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;')
+               as html,
+             -- A short message is shown whole; a longer one as its best 10 to 24 words.
+             case
+               when length(m.message ->> 'content') <= 160
+                 then 'StartSel=<mark>, StopSel=</mark>, HighlightAll=true'
+               else 'StartSel=<mark>, StopSel=</mark>, MaxWords=24, MinWords=10, ShortWord=2'
+             end as options
+      from jsonb_array_elements(v_messages) with ordinality as m (message, n)
+      where jsonb_typeof(m.message) = 'object'
+        and exists (
+          select 1 from unnest(v_prefixes) as x (prefix)
+          where strpos(lower(m.message ->> 'content'), x.prefix) > 0
+        )
+    )
+    select coalesce(
+      -- The first message that matches the whole positive query (a phrase, all its words).
+      -- A one-word query needs no such test: any message whose headline marks it will do.
+      case when pg_catalog.numnode(v_positive) > 1 then (
+        select pg_catalog.ts_headline(identity.search_config(), f.html, v_positive, f.options)
+        from (
+          select c.html, c.options
+          from candidates as c
+          where (
+                  -- Without "or", a message that matches contains every stem: skip the
+                  -- others before parsing.
+                  strpos(v_positive::text, '|') > 0
+                  or not exists (
+                    select 1 from unnest(v_prefixes) as x (prefix)
+                    where strpos(lower(c.html), x.prefix) = 0
+                  )
+                )
+            and pg_catalog.to_tsvector(identity.search_config(), c.html) @@ v_positive
+          order by c.n
+          limit 1
+        ) as f
+      ) end,
       -- Else (its words are spread over several messages) the first that has one of them.
       -- OFFSET 0 computes each headline once, in message order, until one marks a word.
-      select h.headline
-      from (
-        select pg_catalog.ts_headline(
-                 identity.search_config(), c.html, p.q::tsquery, c.options
-               ) as headline
-        from candidates as c, positive as p
-        offset 0
-      ) as h
-      where strpos(h.headline, '<mark>') > 0
-      limit 1
-    ),
-    (
-      select substring(c.html from '^\s*((?:\S+\s+){0,23}\S+)')
-      from contents as c
-      order by c.n
-      limit 1
+      (
+        select h.headline
+        from (
+          select pg_catalog.ts_headline(identity.search_config(), c.html, v_positive, c.options)
+                   as headline
+          from candidates as c
+          offset 0
+        ) as h
+        where strpos(h.headline, '<mark>') > 0
+        limit 1
+      )
     )
+      into v_snippet;
+    if v_snippet is not null then
+      return v_snippet;
+    end if;
+  end if;
+
+  -- Nothing to mark (the query only excludes words, or matched the workflow name): the first
+  -- 24 words of the first message with content.
+  return (
+    select substring(
+             replace(replace(replace(replace(
+               m.message ->> 'content', '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;')
+             from '^\s*((?:\S+\s+){0,23}\S+)'
+           )
+    from jsonb_array_elements(v_messages) with ordinality as m (message, n)
+    where jsonb_typeof(m.message) = 'object'
+      and (m.message ->> 'content') ~ '\S'
+    order by m.n
+    limit 1
   );
+end;
 $$;
 comment on function identity.conversation_snippet(jsonb, tsquery) is
   'Short HTML-escaped excerpt of the first message matching a query, matches in <mark> tags.';
