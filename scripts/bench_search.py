@@ -8,6 +8,8 @@ Latency, interleaved (one call of each per round, so drift touches all alike), o
 client, through the gateway, p50/p99 in ms and each p50 as a multiple of the baseline's:
 
   history page      get_user_conversations(limit=20) with the exact total   (the baseline)
+  keyset page       the second page by cursor: no total counted (for information: counting
+                    the user's 10,000 rows is much of the baseline)
   search 1%         search_conversations("chargeback"): 1 % match, page of 20 with snippets
   phrase 1%         search_conversations('"chargeback dispute"')
   search common     a word in most conversations (ranking many rows; for information)
@@ -143,9 +145,13 @@ def main() -> int:
             assert search(f'"{MARKER}"')["total"] == expected
             common = search("time")["total"]
 
+            second = client.get_user_conversations(user_id, limit=20).next_cursor
             results = measure_interleaved(
                 {
                     "history page": lambda _: client.get_user_conversations(user_id, limit=20),
+                    "keyset page": lambda _: client.get_user_conversations(
+                        user_id, limit=20, cursor=second
+                    ),
                     "search 1%": lambda _: search("chargeback"),
                     "phrase 1%": lambda _: search(f'"{MARKER}"'),
                     f"search common ({100 * common // args.conversations}%)": lambda _: search(

@@ -24,11 +24,17 @@ $$;
 set local enable_seqscan = off;
 select tests.create_fixture_users();
 
+-- The search index (GIN over user_id, search) can also find a user's rows, but only through a
+-- bitmap scan and a sort of all of them; on a few rows under a bloated btree (a dev stack after
+-- a benchmark deleted its rows) the planner may cost that lower. A history page is an ordered
+-- index scan: that is what is asserted. (06-conversation-search.sql proves the search index.)
+set local enable_bitmapscan = off;
 select ok(tests.plan_uses(
   $$ select id from identity.conversations
      where user_id = 'usr_aaaaaaaaaaaaaaaaaaaaaaaa' order by started_at desc, id desc limit 20 $$,
   'conversations_user_id_started_at_idx'),
   'a user''s conversations, newest first: conversations_user_id_started_at_idx');
+reset enable_bitmapscan;
 select ok(tests.plan_uses(
   $$ select id from identity.events
      where user_id = 'usr_aaaaaaaaaaaaaaaaaaaaaaaa' order by created_at desc limit 50 $$,
