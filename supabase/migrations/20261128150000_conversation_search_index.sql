@@ -96,8 +96,11 @@ alter table identity.conversations add column search tsvector;
 comment on column identity.conversations.search is
   'conversation_search_vector(messages, workflow_name): kept current on every write.';
 
+-- Filling an index column is not a change to the conversation: updated_at keeps its value.
+alter table identity.conversations disable trigger conversations_set_updated_at;
 update identity.conversations as c
    set search = identity.conversation_search_vector(c.messages, c.workflow_name);
+alter table identity.conversations enable trigger conversations_set_updated_at;
 
 alter table identity.conversations alter column search set not null;
 
