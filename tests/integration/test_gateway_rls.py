@@ -320,6 +320,28 @@ def test_url_over_the_limit_is_414_not_502(gw_env: GatewayEnv, gw_client: httpx.
     assert response.status_code == 414
 
 
+def test_head_requests_never_break_the_next_request(
+    gw_client: httpx.Client, gw_env: GatewayEnv
+) -> None:
+    # PostgREST ends the connection after every HEAD reply (it carries no length), without
+    # saying so: the POST after it (which nginx never resends) must not land on that connection.
+    for _ in range(50):
+        counted = gw_client.head(
+            "users",
+            headers=gw_headers(gw_env.secret_key, prefer="count=exact"),
+            params={"select": "id", "limit": "1"},
+        )
+        assert counted.status_code in (200, 206), counted.text
+        [row] = ok_json(
+            gw_client.post(
+                "rpc/get_or_create_user",
+                headers=gw_headers(gw_env.secret_key),
+                json={"shop_domain": new_shop()},
+            )
+        )
+        assert row["is_new"] is True
+
+
 def test_unread_request_bodies_never_break_the_next_request(
     gw_client: httpx.Client, gw_env: GatewayEnv, gw_mint_token: GwMintToken
 ) -> None:
