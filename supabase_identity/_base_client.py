@@ -54,8 +54,9 @@ from ._constants import (
     USER_TOKEN_REFRESH_MARGIN,
 )
 from ._exceptions import (
+    APIConnectionError,
     APIResponseValidationError,
-    BackendUnavailableError,
+    APITimeoutError,
     IdentityError,
     NotFoundError,
     PermissionDeniedError,
@@ -574,8 +575,9 @@ class BaseIdentityClient:
             body, text = None, response.text
         return make_api_error(response.status_code, body, redact=self._redact, fallback_text=text)
 
-    def _transport_error(self, spec: RequestSpec, err: Exception) -> BackendUnavailableError:
-        return BackendUnavailableError(
+    def _transport_error(self, spec: RequestSpec, err: Exception) -> APIConnectionError:
+        cls = APITimeoutError if isinstance(err, httpx.TimeoutException) else APIConnectionError
+        return cls(
             self._redact(
                 f"Could not reach Supabase at {self.base_url} for {spec.operation} "
                 f"({type(err).__name__}: {err})"

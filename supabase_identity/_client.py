@@ -67,7 +67,13 @@ from ._constants import (
     REDIS_SOCKET_TIMEOUT,
     SCHEMA,
 )
-from ._exceptions import ClientClosedError, ConfigError, IdentityError, ValidationError
+from ._exceptions import (
+    ClientClosedError,
+    ConfigError,
+    DataRejectedError,
+    IdentityError,
+    ValidationError,
+)
 from ._keys import classify_key
 from ._models import (
     AnalyzeResult,
@@ -858,7 +864,7 @@ class IdentityClient(_ClientCommon):
         spec = self._spec_record_events(self._rest, events)
         try:
             response = self._request(spec, max_retries=max_retries)
-        except ValidationError as err:
+        except DataRejectedError as err:
             if len(events) == 1:
                 return Delivery(dead=[self._dead_for_rejected(events[0], err)])
             mid = len(events) // 2
@@ -1347,7 +1353,7 @@ class AsyncIdentityClient(_ClientCommon):
         spec = self._spec_record_events(self._rest, events)
         try:
             response = await self._request(spec, max_retries=max_retries)
-        except ValidationError as err:
+        except DataRejectedError as err:
             if len(events) == 1:
                 return Delivery(dead=[self._dead_for_rejected(events[0], err)])
             mid = len(events) // 2

@@ -77,6 +77,7 @@ from ._exceptions import (
     BackendUnavailableError,
     ClientClosedError,
     ConfigError,
+    DataRejectedError,
     IdentityError,
     NotFoundError,
     PermissionDeniedError,
@@ -201,10 +202,12 @@ def _backend_errors(*, not_found: str, loc: tuple[str, ...], retry_after: int) -
     """
     try:
         yield
-    except ValidationError as err:
+    except DataRejectedError as err:
+        # Rejected by Postgres (e.g. a cursor timestamp out of range): the parameter is bad.
+        raise _invalid(loc, f"{loc[-1]} is not valid: {err.message}") from err
+    except ValidationError as err:  # refused by the SDK before sending: it names the argument
         if err.field in _FIELD_LOCATION:
             raise _invalid((_FIELD_LOCATION[err.field], err.field), err.message) from err
-        # Rejected by Postgres (e.g. a cursor timestamp out of range): the parameter is bad.
         raise _invalid(loc, f"{loc[-1]} is not valid: {err.message}") from err
     except NotFoundError as err:
         raise HTTPException(status_code=404, detail=not_found) from err

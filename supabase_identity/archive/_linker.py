@@ -15,13 +15,12 @@ from typing import Any, cast
 
 import redis
 
-from .._exceptions import APIStatusError, ValidationError
+from .._exceptions import DataRejectedError
 from .._redis import RedisClient, text
 from .._redis_keys import UNLINKED_KEY, conversation_key, merchant_key, session_key
 from ._reader import user_from_merchant
 from ._rows import load_json, shop_from_merchant, usable_user_id
 from ._types import ArchiverConfig, ArchiveReport, RpcCaller
-from ._writer import is_data_rejection
 
 __all__ = ["Linker"]
 
@@ -101,11 +100,9 @@ class Linker:
                 "link_conversations",
                 {"links": [{"id": link.row_id, "user_id": link.user_id} for link in links]},
             )
-        except (ValidationError, APIStatusError) as err:
-            if not is_data_rejection(err) or len(links) == 1:
-                if len(links) == 1 and is_data_rejection(err):
-                    return  # this one stays unlinked; the others are not held back
-                raise
+        except DataRejectedError:
+            if len(links) == 1:
+                return  # this one stays unlinked; the others are not held back
             middle = len(links) // 2
             self._send(links[:middle], report)
             self._send(links[middle:], report)

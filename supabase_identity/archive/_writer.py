@@ -21,25 +21,18 @@ from typing import Any, Final
 
 import redis
 
-from .._exceptions import APIStatusError, ValidationError
+from .._exceptions import DataRejectedError
 from .._redis import RedisClient, run_batch, script_command
 from .._redis_keys import DEAD_LETTER_KEY, MARK_SCRIPT, UNLINKED_KEY, conversation_key
 from ._rows import RawConversation, build_row
 from ._types import ArchiverConfig, ArchiveReport, Candidate, ReadyRow, RpcCaller
 
-__all__ = ["ArchiveWriter", "is_data_rejection"]
+__all__ = ["ArchiveWriter"]
 
 logger = logging.getLogger("supabase_identity.archive")
 
 #: A conversation whose fields are cut down to this and still does not fit is dead-lettered.
 MIN_FIELD_BYTES: Final = 256
-
-
-def is_data_rejection(err: Exception) -> bool:
-    """Whether the database refused the data itself (so bisecting can isolate the culprit)."""
-    if isinstance(err, APIStatusError):
-        return err.status_code == 400
-    return isinstance(err, ValidationError)
 
 
 class ArchiveWriter:
@@ -114,9 +107,7 @@ class ArchiveWriter:
         try:
             body = b'{"conversations":[' + b",".join(item.encoded for item in batch) + b"]}"
             result = self._client.rpc("archive_conversations", {}, encoded=body)
-        except (ValidationError, APIStatusError) as err:
-            if not is_data_rejection(err):
-                raise
+        except DataRejectedError as err:  # the data itself: bisecting isolates the culprit
             if len(batch) == 1:
                 self.fail(batch[0].conversation_id, f"rejected by the database: {err}", report)
                 return

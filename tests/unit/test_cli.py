@@ -217,7 +217,7 @@ def test_backend_down_is_one_line_and_debug_adds_the_traceback(
     result = invoke("--debug", "user", "show", USER_ID)
     assert result.exit_code == 1
     assert "Traceback (most recent call last)" in result.stderr
-    assert "BackendUnavailableError" in result.stderr
+    assert "APIConnectionError" in result.stderr
     assert result.stderr.splitlines()[-1].startswith("supabase-identity: error: Could not reach")
 
     from_env = invoke("user", "show", USER_ID, env={"SUPABASE_IDENTITY_DEBUG": "1"})

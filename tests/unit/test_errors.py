@@ -7,16 +7,23 @@ import pytest
 import respx
 
 from supabase_identity import (
+    APIConnectionError,
+    APIError,
     APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     BackendUnavailableError,
     ConfigError,
     ConflictError,
+    DataRejectedError,
+    EndpointNotFoundError,
     IdentityClient,
     IdentityError,
+    InternalServerError,
     MigrationsNotAppliedError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitError,
     SchemaNotExposedError,
     ValidationError,
 )
@@ -46,16 +53,41 @@ CASES: list[tuple[int, dict[str, str] | None, type[IdentityError]]] = [
     ),
     (403, {"code": "42501", "message": "permission denied for table users"}, PermissionDeniedError),
     (406, {"code": "PGRST116", "message": "JSON object requested, 0 rows"}, NotFoundError),
-    (400, {"code": "23514", "message": "violates check constraint"}, ValidationError),
-    (400, {"code": "22P02", "message": "invalid input syntax for type uuid"}, ValidationError),
+    (400, {"code": "23514", "message": "violates check constraint"}, DataRejectedError),
+    (400, {"code": "22P02", "message": "invalid input syntax for type uuid"}, DataRejectedError),
+    (400, {"code": "PGRST100", "message": "failed to parse filter"}, APIStatusError),
+    (400, {"code": "PGRST102", "message": "Empty or invalid json"}, DataRejectedError),
     (409, {"code": "23505", "message": "duplicate key value"}, ConflictError),
     (403, None, PermissionDeniedError),
     (401, None, AuthenticationError),
-    (404, None, ConfigError),
-    (413, None, ValidationError),
+    (404, None, EndpointNotFoundError),
+    (404, {"code": "P0002", "message": "no data found"}, NotFoundError),
+    (400, None, DataRejectedError),
+    (413, None, DataRejectedError),
     (418, None, APIStatusError),
-    (503, None, BackendUnavailableError),
-    (429, None, BackendUnavailableError),
+    (408, None, APITimeoutError),
+    (429, None, RateLimitError),
+    (500, None, InternalServerError),
+    (503, None, InternalServerError),
+]
+
+#: The Stainless tree: each class and the parents it must have (so ``except Parent`` catches it).
+TREE: list[tuple[type[IdentityError], tuple[type[Exception], ...]]] = [
+    (APIError, (IdentityError,)),
+    (APIStatusError, (APIError,)),
+    (DataRejectedError, (APIStatusError, ValidationError, ValueError)),
+    (AuthenticationError, (APIStatusError,)),
+    (PermissionDeniedError, (APIStatusError,)),
+    (NotFoundError, (APIStatusError, LookupError)),
+    (ConflictError, (APIStatusError,)),
+    (RateLimitError, (APIStatusError, BackendUnavailableError)),
+    (InternalServerError, (APIStatusError, BackendUnavailableError)),
+    (SchemaNotExposedError, (APIStatusError, ConfigError)),
+    (MigrationsNotAppliedError, (APIStatusError, ConfigError)),
+    (EndpointNotFoundError, (APIStatusError, ConfigError)),
+    (APIConnectionError, (APIError, BackendUnavailableError)),
+    (APITimeoutError, (APIConnectionError,)),
+    (ValidationError, (IdentityError, ValueError)),
 ]
 
 
@@ -66,6 +98,8 @@ def test_make_api_error_maps_codes_then_statuses(
     err = make_api_error(status, body, fallback_text="<html>gateway says no</html>")
     assert type(err) is expected
     assert err.status_code == status
+    # Code written against the Stainless SDKs catches every answered error as APIStatusError.
+    assert isinstance(err, APIStatusError) or (status == 408 and isinstance(err, APITimeoutError))
     if body is not None:
         assert err.code == body["code"]
         assert body["message"] in err.message
@@ -83,6 +117,26 @@ def test_schema_not_exposed_error_says_how_to_fix_it() -> None:
 def test_missing_function_error_says_to_push_migrations() -> None:
     err = make_api_error(404, {"code": "PGRST202", "message": "Could not find the function"})
     assert "supabase db push" in str(err)
+
+
+@pytest.mark.parametrize(("cls", "parents"), TREE)
+def test_the_error_tree_has_the_stainless_shape(
+    cls: type[IdentityError], parents: tuple[type[Exception], ...]
+) -> None:
+    for parent in parents:
+        assert issubclass(cls, parent), f"{cls.__name__} must be a {parent.__name__}"
+
+
+def test_only_transient_failures_are_backend_unavailable() -> None:
+    transient = {APIConnectionError, APITimeoutError, RateLimitError, InternalServerError}
+    for cls, _ in TREE:
+        assert issubclass(cls, BackendUnavailableError) == (cls in transient), cls.__name__
+
+
+def test_a_bad_argument_is_a_validation_error_but_no_api_error() -> None:
+    err = ValidationError("limit must be 1..100", field="limit", rule="range")
+    assert not isinstance(err, APIError)
+    assert (err.field, err.rule, err.status_code) == ("limit", "range", None)
 
 
 def test_validation_error_is_also_a_value_error() -> None:

@@ -13,11 +13,14 @@ import pytest
 import respx
 
 from supabase_identity import (
+    APIConnectionError,
+    APITimeoutError,
     AsyncIdentityClient,
     AuthenticationError,
     BackendUnavailableError,
+    DataRejectedError,
     IdentityClient,
-    ValidationError,
+    InternalServerError,
 )
 from supabase_identity._base_client import backoff_delay, parse_retry_after
 from supabase_identity._constants import DEFAULT_MAX_RETRIES, MAX_RETRY_DELAY
@@ -53,7 +56,7 @@ def test_transient_statuses_are_retried(
 @pytest.mark.parametrize(
     ("status", "body", "error"),
     [
-        (400, {"code": "22P02", "message": "invalid input syntax"}, ValidationError),
+        (400, {"code": "22P02", "message": "invalid input syntax"}, DataRejectedError),
         (401, {"code": "PGRST301", "message": "JWSError"}, AuthenticationError),
         (409, {"code": "23505", "message": "duplicate key"}, Exception),
     ],
@@ -99,8 +102,9 @@ def test_exhausted_retries_raise_backend_unavailable_with_the_status(
     route = api.post("/rpc/get_or_create_user").respond(
         503, json={"code": "PGRST002", "message": "schema cache not ready"}
     )
-    with pytest.raises(BackendUnavailableError) as info:
+    with pytest.raises(InternalServerError) as info:
         client.get_or_create_user(SHOP)
+    assert isinstance(info.value, BackendUnavailableError)
     assert route.call_count == DEFAULT_MAX_RETRIES + 1
     assert info.value.status_code == 503
     assert info.value.code == "PGRST002"
@@ -118,6 +122,15 @@ def test_connection_errors_are_retried_then_reported(
         client.get_or_create_user(SHOP)
     assert route.call_count == DEFAULT_MAX_RETRIES + 1
     assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert type(info.value) is APIConnectionError
+
+
+def test_timeouts_raise_api_timeout_error(client: IdentityClient, api: respx.MockRouter) -> None:
+    api.post("/rpc/get_or_create_user").mock(side_effect=httpx.ReadTimeout("slow"))
+    with pytest.raises(APITimeoutError) as info:
+        client.get_or_create_user(SHOP)
+    assert isinstance(info.value, APIConnectionError)
+    assert isinstance(info.value, BackendUnavailableError)
 
 
 def test_connection_error_then_success(client: IdentityClient, api: respx.MockRouter) -> None:
