@@ -2,24 +2,27 @@
 
 The split follows the Stainless SDKs: :class:`BaseIdentityClient` owns configuration, request
 construction, retry decisions, backoff computation, response parsing and error mapping; the
-subclasses in ``_client.py`` only send requests and sleep (blocking or awaiting).
+clients (``_async/_client.py``, and its generated twin ``_sync/_client.py``) only send requests
+and sleep (awaiting or blocking).
 
-Requests are *built* by the official ``supabase`` client (its PostgREST sub-client gives the URL,
-the query string, ``apikey``/``Authorization`` and the ``Accept-Profile``/``Content-Profile:
-identity`` headers) and *sent* by this package on the same pooled ``httpx`` client. postgrest-py's
-``execute()`` is not used because it hides what a service SDK needs: the HTTP status and
-``Retry-After`` (its errors carry neither), per-call timeouts, ``Content-Range`` next to the data,
-and retries beyond "GET on 503/520" (its sync retry also sleeps with ``time.sleep``).
+Requests are *built* by the official PostgREST client, postgrest-py (the URL, the query string
+and the ``Accept-Profile``/``Content-Profile: identity`` headers), once per call and with no I/O,
+and *sent* by this package on its pooled ``httpx`` client with the client's own ``apikey`` and
+``Authorization``. postgrest-py's ``execute()`` is not used because it hides what a service SDK
+needs: the HTTP status and ``Retry-After`` (its errors carry neither), per-call timeouts,
+``Content-Range`` next to the data, and retries beyond "GET on 503/520".
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import dataclasses
 import email.utils
 import json
 import logging
+import os
 import random
 import re
 import secrets
@@ -29,7 +32,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import httpx
 import pydantic
@@ -40,6 +43,8 @@ from tenacity import RetryCallState
 from ._constants import (
     CONVERSATION_COLUMNS,
     CONVERSATION_LIST_COLUMNS,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
     EVENT_COLUMNS,
     INITIAL_RETRY_DELAY,
     MAX_CURSOR_LENGTH,
@@ -57,6 +62,8 @@ from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
     APITimeoutError,
+    ClientClosedError,
+    ConfigError,
     IdentityError,
     NotFoundError,
     PermissionDeniedError,
@@ -77,7 +84,8 @@ from ._models import (
     UserProfile,
 )
 from ._outbox import make_dead_letter
-from ._types import TimeoutTypes
+from ._settings import Settings, check_credential, load_settings
+from ._types import NotGiven, TimeoutTypes, given
 from ._validation import (
     conversation_uuid,
     normalize_shop_domain,
@@ -94,6 +102,33 @@ log = logging.getLogger("supabase_identity")
 
 RestClient = SyncPostgrestClient | AsyncPostgrestClient
 _ModelT = TypeVar("_ModelT", bound=pydantic.BaseModel)
+
+
+class PostgrestRequest(Protocol):
+    """What this package reads from a postgrest-py request builder's ``request``."""
+
+    @property
+    def http_method(self) -> str: ...
+
+    @property
+    def path(self) -> object: ...  # a ``yarl.URL`` (or ``str``): only its text is used
+
+    @property
+    def params(self) -> httpx.QueryParams: ...
+
+    @property
+    def headers(self) -> httpx.Headers: ...
+
+    @property
+    def json(self) -> Any: ...
+
+
+class RequestBuilder(Protocol):
+    """A postgrest-py request builder (``rpc(...)``, ``from_(...).select(...)...``)."""
+
+    @property
+    def request(self) -> PostgrestRequest: ...
+
 
 #: Only these transport failures are retried; a bad URL scheme or a local protocol error is not.
 RETRYABLE_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
@@ -239,6 +274,94 @@ def encode_json(value: Any) -> bytes:
         ) from err
 
 
+@dataclass(slots=True)
+class SharedState:
+    """State shared by a client and every client derived from it (for_user/with_options).
+
+    Only the client that created the connections (the owner) closes them; once closed, every
+    client sharing them refuses to send with :class:`ClientClosedError`.
+    """
+
+    closed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    base_url: str
+    api_key: str
+    access_token: str | None
+    public_key: str | None
+    jwt_secret: str | None
+    redis_url: str | None
+    redis_cluster: bool | None = None
+
+
+def _secret(value: Any) -> str | None:
+    return None if value is None else str(value.get_secret_value())
+
+
+def resolve_credentials(
+    *,
+    url: str | None,
+    key: str | None,
+    public_key: str | None,
+    access_token: str | None,
+    jwt_secret: str | None,
+    redis_url: str | NotGiven | None,
+    env_dir: str | os.PathLike[str] | None,
+    environ: Mapping[str, str] | None,
+) -> Credentials:
+    """Apply the precedence explicit argument > environment > .env.local > .env."""
+    for value, name in ((key, "key"), (public_key, "public_key"), (access_token, "access_token")):
+        if value is not None:
+            check_credential(value, name=f"the {name} argument")
+    given_redis = None if isinstance(redis_url, NotGiven) else redis_url
+    settings: Settings = load_settings(
+        env_dir=env_dir,
+        environ=environ,
+        overrides={"supabase_url": url, "jwt_secret": jwt_secret, "redis_url": given_redis},
+    )
+    if settings.supabase_url is None:
+        raise ConfigError(
+            "SUPABASE_URL is not set. Set it (environment, .env.local or .env) to the project's "
+            "API URL, https://<project-ref>.supabase.co, or http://127.0.0.1:54321 for the "
+            "local stack (`scripts/stack env` prints it)."
+        )
+    service = _secret(settings.service_role_key)
+    anon = public_key or _secret(settings.anon_key)
+    if access_token is not None:
+        # A user token travels with the public key; the service key never accompanies it
+        # unless it is a legacy JWT (then the gateway ignores it for authorization).
+        api_key = key or anon or service
+        if api_key is not None and classify_key(api_key).kind == "secret":
+            raise ConfigError(
+                "A user access token must be sent with the public key: set SUPABASE_ANON_KEY "
+                "(or SUPABASE_PUBLISHABLE_KEY), not only the sb_secret_ key."
+            )
+    else:
+        api_key = key or service or anon
+    if not api_key:
+        raise ConfigError(
+            "No Supabase API key: set SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SECRET_KEY) for a "
+            "backend service, or SUPABASE_ANON_KEY (or SUPABASE_PUBLISHABLE_KEY)."
+        )
+    resolved_redis = _secret(settings.redis_url) if isinstance(redis_url, NotGiven) else redis_url
+    return Credentials(
+        base_url=settings.supabase_url,
+        api_key=api_key.strip(),
+        access_token=access_token,
+        public_key=anon,
+        jwt_secret=_secret(settings.jwt_secret),
+        redis_url=resolved_redis,
+        redis_cluster=settings.redis_cluster,
+    )
+
+
+def _check_retries(max_retries: int) -> None:
+    if max_retries < 0:
+        raise ValidationError("max_retries must be 0 or more", field="max_retries", rule="range")
+
+
 class BaseIdentityClient:
     """State and pure logic of :class:`IdentityClient` and :class:`AsyncIdentityClient`."""
 
@@ -246,6 +369,8 @@ class BaseIdentityClient:
     privilege: Privilege
     max_retries: int
     timeout: TimeoutTypes
+    _shared: SharedState
+    _owner: bool
 
     def _init_auth(
         self,
@@ -273,6 +398,110 @@ class BaseIdentityClient:
             if user_id is not None
             else classify_key(access_token or api_key).privilege
         )
+
+    # --- configuration and lifecycle (identical in both clients) ----------------------------
+
+    def _configure(
+        self,
+        *,
+        url: str | None,
+        key: str | None,
+        public_key: str | None,
+        access_token: str | None,
+        jwt_secret: str | None,
+        redis_url: str | NotGiven | None,
+        env_dir: str | os.PathLike[str] | None,
+        environ: Mapping[str, str] | None,
+        timeout: TimeoutTypes | NotGiven,
+        max_retries: int | NotGiven,
+    ) -> Credentials:
+        """Constructor work shared by both clients: settings, credentials, timeout, retries."""
+        creds = resolve_credentials(
+            url=url,
+            key=key,
+            public_key=public_key,
+            access_token=access_token,
+            jwt_secret=jwt_secret,
+            redis_url=redis_url,
+            env_dir=env_dir,
+            environ=environ,
+        )
+        self._init_auth(
+            base_url=creds.base_url,
+            api_key=creds.api_key,
+            access_token=creds.access_token,
+            public_key=creds.public_key,
+            jwt_secret=creds.jwt_secret,
+        )
+        self._redis_url = creds.redis_url
+        self._redis_cluster = creds.redis_cluster
+        self.timeout = given(timeout, DEFAULT_TIMEOUT)
+        self.max_retries = given(max_retries, DEFAULT_MAX_RETRIES)
+        _check_retries(self.max_retries)
+        return creds
+
+    def _check_open(self) -> None:
+        if self._shared.closed:
+            raise ClientClosedError(
+                f"This {type(self).__name__} is closed; create a new client instead of reusing it."
+            )
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the client's connections were closed (it then refuses every call)."""
+        return self._shared.closed
+
+    def _timeout(self, timeout: TimeoutTypes | NotGiven) -> TimeoutTypes:
+        return given(timeout, self.timeout)
+
+    def _derive(self, *, timeout: TimeoutTypes | NotGiven, max_retries: int | NotGiven) -> Self:
+        clone = copy.copy(self)
+        clone._owner = False
+        clone.timeout = given(timeout, self.timeout)
+        clone.max_retries = given(max_retries, self.max_retries)
+        _check_retries(clone.max_retries)
+        return clone
+
+    def _scoped(self, user_id: str, ttl: int) -> Self:
+        """A clone acting as ``user_id`` (what ``for_user`` returns): no I/O, nothing built.
+
+        It shares the connection pool and the request builder; only its credentials differ:
+        the public key, and a token for ``user_id`` minted on first use.
+        """
+        self._check_open()
+        public = self._user_credentials(user_id)
+        clone = self._derive(timeout=self.timeout, max_retries=self.max_retries)
+        clone._init_auth(
+            base_url=self.base_url,
+            api_key=public,
+            access_token=None,
+            public_key=public,
+            jwt_secret=self._jwt_secret,
+            user_id=user_id,
+            token_ttl=ttl,
+        )
+        return clone
+
+    @property
+    def redis_url(self) -> str | None:
+        """The resolved ``REDIS_URL`` (may hold a password: do not log it)."""
+        return self._redis_url
+
+    def _user_credentials(self, user_id: str) -> str:
+        validate_user_id(user_id)
+        if not self._jwt_secret:
+            raise ConfigError(
+                "for_user() mints a token with the project's JWT secret: set SUPABASE_JWT_SECRET "
+                "(Dashboard → Project Settings → API → JWT secret), or build a client with "
+                "access_token= from a token you already have."
+            )
+        public = self._public_key
+        if not public:
+            raise ConfigError(
+                "for_user() sends the user token with the public key: set SUPABASE_ANON_KEY "
+                "(or SUPABASE_PUBLISHABLE_KEY)."
+            )
+        return public
 
     # --- secrets --------------------------------------------------------------------------
 
@@ -323,10 +552,11 @@ class BaseIdentityClient:
 
     # --- request construction -------------------------------------------------------------
 
-    def _spec(self, operation: str, builder: Any) -> RequestSpec:
-        """Turn a postgrest-py request builder into a :class:`RequestSpec`."""
+    def _spec(self, operation: str, builder: RequestBuilder) -> RequestSpec:
+        """Turn a postgrest-py request builder into a :class:`RequestSpec` with our credentials."""
         req = builder.request
-        headers = httpx.Headers(req.headers)  # case-insensitive: replaces, never duplicates
+        headers = req.headers  # built for this call alone; case-insensitive, so set replaces
+        headers["apikey"] = self._api_key
         headers["Authorization"] = f"Bearer {self._bearer()}"
         body = encode_json(req.json) if req.json is not None else None
         if body is not None:

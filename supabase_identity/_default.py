@@ -20,8 +20,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ._client import IdentityClient
 from ._models import Conversation, ConversationPage, FlushResult, UserProfile
+from ._sync._client import IdentityClient
 
 __all__ = [
     "close_default_client",

@@ -63,7 +63,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
         "supabase_identity.api needs FastAPI: pip install 'supabase-identity[api]'"
     ) from err
 
-from ._client import AsyncIdentityClient
+from ._async._client import AsyncIdentityClient
 from ._constants import (
     DEFAULT_PAGE_LIMIT,
     MAX_CONVERSATION_ID_LENGTH,

@@ -108,6 +108,21 @@ def test_iter_user_events_pages_by_created_at_and_id(
     assert second["user_id"] == f"eq.{USER_ID}"
 
 
+async def test_async_iter_user_events_and_ping_redis_match_the_sync_twin(
+    aclient: AsyncIdentityClient, api: respx.MockRouter
+) -> None:
+    events = [
+        {"id": str(uuid.uuid4()), "created_at": f"2026-01-01T00:00:0{i}+00:00"} for i in range(3)
+    ]
+    route = api.get("/events").mock(
+        side_effect=[httpx.Response(200, json=events[:2]), httpx.Response(200, json=events[2:])]
+    )
+    assert [e async for e in aclient.iter_user_events(USER_ID, page_size=2)] == events
+    assert route.calls[1].request.url.params["order"] == "created_at.asc,id.asc"
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        await aclient.ping_redis()
+
+
 async def test_async_rpc_and_iterator(aclient: AsyncIdentityClient, api: respx.MockRouter) -> None:
     api.post("/rpc/health").respond(200, json={"tables": [], "functions": []})
     assert len((await aclient.health())["missing_functions"]) == 10

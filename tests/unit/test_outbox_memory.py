@@ -19,7 +19,14 @@ from supabase_identity import (
     ValidationError,
 )
 
-from .conftest import OTHER_USER_ID, USER_ID, make_client, make_event, record_events_answer
+from .conftest import (
+    OTHER_USER_ID,
+    USER_ID,
+    make_async_client,
+    make_client,
+    make_event,
+    record_events_answer,
+)
 
 # --- MemoryOutbox directly ---------------------------------------------------------------
 
@@ -218,6 +225,18 @@ def test_close_makes_a_last_attempt_and_reports_loss(
         c.close()
     assert route.call_count == 2, "immediate attempt, then one at close (no retries)"
     assert "undelivered events in process memory" in caplog.text
+
+
+async def test_async_close_makes_the_same_last_attempt(
+    api: respx.MockRouter, empty_env_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    route = api.post("/rpc/record_events").respond(503)
+    c = make_async_client(empty_env_dir, outbox=MemoryOutbox())
+    await c.log_user_event(USER_ID, "login", {})
+    with caplog.at_level(logging.ERROR, logger="supabase_identity"):
+        await c.close()
+    assert route.call_count == 2, "immediate attempt, then one at close (no retries)"
+    assert "1 undelivered events in process memory" in caplog.text
 
 
 async def test_async_client_queues_and_flushes(

@@ -250,6 +250,7 @@ async def test_async_redis_outbox_queue_flush_and_dead_letters(
     route = api.post("/rpc/record_events").mock(side_effect=httpx.ConnectError("down"))
     client = make_async_client(empty_env_dir, outbox=AsyncRedisOutbox(aredis, key_prefix=PREFIX))
     try:
+        assert await client.ping_redis() == "Redis answered PING"
         await client.log_user_event(USER_ID, "login", {"n": 1})
         await client.log_user_event(USER_ID, "logout", {"n": 2})
         assert await aredis.llen(PENDING) == 2

@@ -304,7 +304,26 @@ def test_for_user_sends_public_key_and_a_short_lived_user_token(
 def test_for_user_reuses_the_same_connection_pool(client: IdentityClient) -> None:
     user_client = client.for_user(USER_ID)
     assert user_client.supabase.postgrest.session is client.supabase.postgrest.session
-    assert client.with_options(timeout=1.0)._res is client._res
+    assert user_client.supabase is not client.supabase, "each has its own credentials"
+    for derived in (user_client, client.with_options(timeout=1.0)):
+        assert derived._http is client._http
+        assert derived._shared is client._shared
+
+
+def test_for_user_builds_nothing_per_call(
+    client: IdentityClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request handler calls for_user per request: no new builder, pool or supabase client."""
+    import postgrest
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("for_user built a client")
+
+    monkeypatch.setattr(postgrest.SyncPostgrestClient, "__init__", refuse)
+    monkeypatch.setattr(httpx.Client, "__init__", refuse)
+    user_client = client.for_user(USER_ID)
+    assert user_client._rest is client._rest
+    assert user_client._supabase is None
 
 
 def test_per_call_timeout_reaches_httpx(client: IdentityClient, api: respx.MockRouter) -> None:

@@ -1,0 +1,1 @@
+"""The clients, written once as async code; ``scripts/unasync`` generates their blocking twins."""
