@@ -9,7 +9,6 @@ Annotations are compared after the generator's own renaming (``AsyncRedis`` → 
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
 import importlib.util
 import inspect
 import re
@@ -26,11 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_generator() -> types.ModuleType:
-    loader = importlib.machinery.SourceFileLoader("scripts_unasync", str(ROOT / "scripts/unasync"))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
+    spec = importlib.util.spec_from_file_location("run_unasync", ROOT / "scripts/run_unasync.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
+    spec.loader.exec_module(module)
     return module
 
 
