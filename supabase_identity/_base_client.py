@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import dataclasses
 import email.utils
 import json
 import logging
@@ -29,10 +28,11 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, Self, TypeVar
+from urllib.parse import quote
 
 import httpx
 import pydantic
@@ -72,6 +72,7 @@ from ._exceptions import (
 )
 from ._keys import Privilege, classify_key, mint_user_token, redact, scrub, token_expiry
 from ._models import (
+    SUMMARY_LIST,
     AnalyzeResult,
     Conversation,
     ConversationPage,
@@ -130,6 +131,10 @@ class RequestBuilder(Protocol):
     def request(self) -> PostgrestRequest: ...
 
 
+#: Characters PostgREST's query grammar uses that a query string may carry as they are (RFC 3986
+#: sub-delims and ":"); leaving them unescaped keeps URLs readable and their encoding cheap.
+QUERY_SAFE = ",.:()*"
+
 #: Only these transport failures are retried; a bad URL scheme or a local protocol error is not.
 RETRYABLE_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
     httpx.TimeoutException,
@@ -138,15 +143,45 @@ RETRYABLE_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def encode_query(items: Iterable[tuple[str, str]]) -> str:
+    """A query string; PostgREST's own punctuation (``QUERY_SAFE``) is left as it is."""
+    return "&".join(f"{quote(k, safe=QUERY_SAFE)}={quote(v, safe=QUERY_SAFE)}" for k, v in items)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTemplate:
+    """A request shape as postgrest-py builds it: method, path with the static query, headers.
+
+    Built once per shape and client (``BaseIdentityClient._template``), then reused by every call
+    of that shape, which only adds its own filter values (``column=op.value``), body and
+    credentials. Building the whole request with postgrest-py on every call cost about as much
+    as everything else the SDK does per call together (``scripts/bench identity``).
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+
+    @classmethod
+    def of(cls, builder: RequestBuilder) -> RequestTemplate:
+        req = builder.request
+        query = encode_query(req.params.multi_items())
+        headers = {k: v for k, v in req.headers.items() if k not in _CALL_HEADERS}
+        return cls(str(req.http_method), f"{req.path}?{query}" if query else str(req.path), headers)
+
+
+#: Headers each call sets itself (credentials, body type), never taken from a template.
+_CALL_HEADERS = frozenset({"apikey", "authorization", "content-type"})
+
+
 @dataclass(frozen=True, slots=True)
 class RequestSpec:
     """One HTTP request, fully built, ready to be sent (possibly several times)."""
 
     operation: str
     method: str
-    url: str
-    params: httpx.QueryParams
-    headers: httpx.Headers
+    url: str  # with the query string: httpx then parses it once, merges nothing
+    headers: dict[str, str]
     body: bytes | None = None
 
 
@@ -220,7 +255,8 @@ def backoff_delay(retries_done: int, retry_after: float | None = None) -> float:
 
 def encode_cursor(started_at: datetime, conversation_id: uuid.UUID) -> str:
     """Opaque keyset cursor for "after this conversation" (base64url of a JSON pair)."""
-    raw = json.dumps([started_at.isoformat(), str(conversation_id)], separators=(",", ":"))
+    # The JSON of the pair, written directly (neither part has a character JSON escapes).
+    raw = f'["{started_at.isoformat()}","{conversation_id}"]'
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -371,6 +407,7 @@ class BaseIdentityClient:
     timeout: TimeoutTypes
     _shared: SharedState
     _owner: bool
+    _templates: dict[str, RequestTemplate]
 
     def _init_auth(
         self,
@@ -435,6 +472,7 @@ class BaseIdentityClient:
         )
         self._redis_url = creds.redis_url
         self._redis_cluster = creds.redis_cluster
+        self._templates = {}  # request shapes, shared with derived clients (no credentials)
         self.timeout = given(timeout, DEFAULT_TIMEOUT)
         self.max_retries = given(max_retries, DEFAULT_MAX_RETRIES)
         _check_retries(self.max_retries)
@@ -552,23 +590,34 @@ class BaseIdentityClient:
 
     # --- request construction -------------------------------------------------------------
 
-    def _spec(self, operation: str, builder: RequestBuilder) -> RequestSpec:
-        """Turn a postgrest-py request builder into a :class:`RequestSpec` with our credentials."""
-        req = builder.request
-        headers = req.headers  # built for this call alone; case-insensitive, so set replaces
-        headers["apikey"] = self._api_key
-        headers["Authorization"] = f"Bearer {self._bearer()}"
-        body = encode_json(req.json) if req.json is not None else None
+    def _template(self, key: str, build: Callable[[], RequestBuilder]) -> RequestTemplate:
+        """The request shape ``key``, built by postgrest-py on its first use in this client."""
+        found = self._templates.get(key)
+        if found is None:
+            found = self._templates[key] = RequestTemplate.of(build())
+        return found
+
+    def _spec(
+        self,
+        operation: str,
+        template: RequestTemplate,
+        query: Sequence[tuple[str, str]] = (),
+        body: bytes | None = None,
+    ) -> RequestSpec:
+        """One request of shape ``template``: this call's query values, body and credentials."""
+        headers = {**template.headers, "apikey": self._api_key}
+        headers["authorization"] = f"Bearer {self._bearer()}"
         if body is not None:
-            headers["Content-Type"] = "application/json"
-        return RequestSpec(
-            operation=operation,
-            method=str(req.http_method),
-            url=str(req.path),
-            params=req.params,
-            headers=headers,
-            body=body,
-        )
+            headers["content-type"] = "application/json"
+        url = template.url
+        if query:
+            url += ("&" if "?" in url else "?") + encode_query(query)
+        return RequestSpec(operation, template.method, url, headers, body)
+
+    def _spec_call(self, rest: RestClient, function: str, body: bytes) -> RequestSpec:
+        """``POST rpc/<function>`` with a JSON body (every call here is a POST)."""
+        template = self._template(f"rpc/{function}", lambda: rest.rpc(function, {}))
+        return self._spec(f"rpc/{function}", template, body=body)
 
     def _spec_get_or_create_user(
         self,
@@ -590,15 +639,15 @@ class BaseIdentityClient:
             "new_id": new_user_id(),
         }
         self._require_write("get_or_create_user")
-        return self._spec("rpc/get_or_create_user", rest.rpc("get_or_create_user", params))
+        return self._spec_call(rest, "get_or_create_user", encode_json(params))
 
     def _spec_record_events(self, rest: RestClient, events: Sequence[OutboxEvent]) -> RequestSpec:
-        params: dict[str, Any] = {"events": [e.to_wire() for e in events]}
-        return self._spec("rpc/record_events", rest.rpc("record_events", params))
+        body = encode_json({"events": [e.to_wire() for e in events]})
+        return self._spec_call(rest, "record_events", body)
 
     def _spec_get_user_profile(self, rest: RestClient, user_id: str) -> RequestSpec:
-        params: dict[str, Any] = {"user_id": validate_user_id(user_id)}
-        return self._spec("rpc/get_user_profile", rest.rpc("get_user_profile", params))
+        body = encode_json({"user_id": validate_user_id(user_id)})
+        return self._spec_call(rest, "get_user_profile", body)
 
     def _spec_list_conversations(
         self, rest: RestClient, user_id: str, limit: int, offset: int, cursor: str | None
@@ -610,21 +659,32 @@ class BaseIdentityClient:
             raise ValidationError(
                 "pass either offset or cursor, not both", field="cursor", rule="exclusive"
             )
-        if after is None:
-            query = rest.from_("conversations").select(
-                CONVERSATION_LIST_COLUMNS, count=CountMethod.exact
+        query = [("user_id", f"eq.{user_id}"), ("limit", str(limit))]
+        if after is None:  # an offset page carries the exact total (Content-Range)
+            template = self._template(
+                "conversations.page",
+                lambda: (
+                    rest.from_("conversations")
+                    .select(CONVERSATION_LIST_COLUMNS, count=CountMethod.exact)
+                    .order("started_at", desc=True)
+                    .order("id", desc=True)
+                ),
             )
-        else:
-            query = rest.from_("conversations").select(CONVERSATION_LIST_COLUMNS)
-        query = query.eq("user_id", user_id)
-        if after is not None:
+            query.append(("offset", str(offset)))
+        else:  # a keyset page counts nothing: its cost does not grow with depth
+            template = self._template(
+                "conversations.keyset",
+                lambda: (
+                    rest.from_("conversations")
+                    .select(CONVERSATION_LIST_COLUMNS)
+                    .order("started_at", desc=True)
+                    .order("id", desc=True)
+                ),
+            )
             started, conv_id = after
             ts = started.isoformat()
-            query = query.or_(f"started_at.lt.{ts},and(started_at.eq.{ts},id.lt.{conv_id})")
-        query = query.order("started_at", desc=True).order("id", desc=True).limit(limit)
-        if after is None:
-            query = query.offset(offset)
-        return self._spec("conversations", query)
+            query.append(("or", f"(started_at.lt.{ts},and(started_at.eq.{ts},id.lt.{conv_id}))"))
+        return self._spec("conversations", template, query)
 
     def _spec_get_conversation(
         self, rest: RestClient, user_id: str, conversation_id: str | uuid.UUID
@@ -632,15 +692,19 @@ class BaseIdentityClient:
         validate_user_id(user_id)
         conv = str(conversation_uuid(conversation_id))
         # Every column but the full-text vector, which is about as large as the messages.
-        query = rest.from_("conversations").select(CONVERSATION_COLUMNS).eq("user_id", user_id)
+        template = self._template(
+            "conversations.one",
+            lambda: rest.from_("conversations").select(CONVERSATION_COLUMNS),
+        )
+        query = [("user_id", f"eq.{user_id}")]
         if isinstance(conversation_id, str) and conv != conversation_id:
             # Any id but a canonical UUID is a Redis id: its row is the one that keeps it.
-            query = query.eq("source_id", conversation_id)
+            query.append(("source_id", f"eq.{conversation_id}"))
         else:
             # A canonical UUID: its own row, or (when another id's row took that UUID first)
             # the row that keeps it in source_id; _parse_conversation prefers the former.
-            query = query.or_(f"id.eq.{conv},source_id.eq.{conv}").limit(2)
-        return self._spec("conversations", query)
+            query += [("or", f"(id.eq.{conv},source_id.eq.{conv})"), ("limit", "2")]
+        return self._spec("conversations", template, query)
 
     def _spec_rpc(
         self,
@@ -664,21 +728,24 @@ class BaseIdentityClient:
                     rule="json_object",
                 )
             validate_json(params, field="params")
-        spec = self._spec(f"rpc/{function}", rest.rpc(function, dict(params or {})))
         # A caller that already serialized the body (the archiver measures every row's size
         # to bound its batches) sends those bytes: the same JSON is not encoded twice.
-        return spec if encoded is None else dataclasses.replace(spec, body=encoded)
+        body = encoded if encoded is not None else encode_json(dict(params or {}))
+        return self._spec_call(rest, function, body)
 
     def _spec_events_page(
         self, rest: RestClient, user_id: str, limit: int, after: tuple[str, str] | None
     ) -> RequestSpec:
         validate_user_id(user_id)
-        query = rest.from_("events").select(EVENT_COLUMNS).eq("user_id", user_id)
+        template = self._template(
+            "events.page",
+            lambda: rest.from_("events").select(EVENT_COLUMNS).order("created_at").order("id"),
+        )
+        query = [("user_id", f"eq.{user_id}"), ("limit", str(limit))]
         if after is not None:
             ts, event_id = after
-            query = query.or_(f"created_at.gt.{ts},and(created_at.eq.{ts},id.gt.{event_id})")
-        query = query.order("created_at").order("id").limit(limit)
-        return self._spec("events", query)
+            query.append(("or", f"(created_at.gt.{ts},and(created_at.eq.{ts},id.gt.{event_id}))"))
+        return self._spec("events", template, query)
 
     # --- operations: stats and maintenance (service key only) ------------------------------
 
@@ -691,28 +758,26 @@ class BaseIdentityClient:
                 )
             params["as_of"] = as_of.isoformat()
         self._require_write("get_stats")
-        return self._spec("rpc/stats", rest.rpc("stats", params))
+        return self._spec_call(rest, "stats", encode_json(params))
 
     def _spec_archive_old_events(
         self, rest: RestClient, older_than_days: int, batch_size: int, dry_run: bool
     ) -> RequestSpec:
         params = _maintenance_params(older_than_days, batch_size, dry_run)
         self._require_write("archive_old_events")
-        return self._spec("rpc/archive_old_events", rest.rpc("archive_old_events", params))
+        return self._spec_call(rest, "archive_old_events", encode_json(params))
 
     def _spec_delete_unlinked_conversations(
         self, rest: RestClient, older_than_days: int, batch_size: int, dry_run: bool
     ) -> RequestSpec:
         params = _maintenance_params(older_than_days, batch_size, dry_run)
         self._require_write("delete_unlinked_conversations")
-        return self._spec(
-            "rpc/delete_unlinked_conversations", rest.rpc("delete_unlinked_conversations", params)
-        )
+        return self._spec_call(rest, "delete_unlinked_conversations", encode_json(params))
 
     def _spec_analyze_tables(self, rest: RestClient, dry_run: bool) -> RequestSpec:
         params: dict[str, Any] = {"dry_run": _flag(dry_run, "dry_run")}
         self._require_write("analyze_tables")
-        return self._spec("rpc/analyze_tables", rest.rpc("analyze_tables", params))
+        return self._spec_call(rest, "analyze_tables", encode_json(params))
 
     def _parse_stats(self, data: Any) -> IdentityStats:
         return self._parse_model("stats", IdentityStats, data)
@@ -861,19 +926,16 @@ class BaseIdentityClient:
         keyset: bool,
     ) -> ConversationPage:
         total = None if keyset else parse_content_range_total(response.headers)
-        if response.status_code == 416:  # offset past the end: an empty page, not an error
-            rows: Any = []
-        else:
-            rows = self._json(spec, response)
-        if not isinstance(rows, list):
-            raise self._shape_error("conversations", rows)
-        try:
-            items = [ConversationSummary.model_validate({**r, "user_id": user_id}) for r in rows]
-        except pydantic.ValidationError as err:
-            raise self._shape_error("conversations", rows[:1], err) from err
+        items: list[ConversationSummary] = []
+        if response.status_code != 416:  # 416: offset past the end, an empty page
+            try:  # straight from the bytes: no intermediate dicts (the list omits user_id)
+                items = SUMMARY_LIST.validate_json(response.content, context={"user_id": user_id})
+            except pydantic.ValidationError as err:
+                text = response.content[:200].decode("utf-8", "replace")
+                raise self._shape_error(spec.operation, text, err) from err
         more = len(items) == limit and (total is None or offset + len(items) < total)
         cursor = encode_cursor(items[-1].started_at, items[-1].id) if items and more else None
-        return ConversationPage(
+        return ConversationPage.model_construct(  # every field is built right here
             items=items, total=total, limit=limit, offset=offset, next_cursor=cursor
         )
 

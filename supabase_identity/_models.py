@@ -10,7 +10,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 
 __all__ = [
     "AnalyzeResult",
@@ -72,7 +72,8 @@ class ConversationSummary(_Model):
     id: uuid.UUID
     source_id: str | None = None
     """The agents service's own id when it was not a UUID (``id`` is then derived from it)."""
-    user_id: str | None = None
+    user_id: str | None = Field(default=None, validate_default=True)
+    """Filled from the validation context when the row omits it (a user's list filters on it)."""
     merchant_id: str | None = None
     workflow_name: str | None = None
     started_at: datetime
@@ -82,6 +83,13 @@ class ConversationSummary(_Model):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     archived_at: datetime | None = None
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _user_id_from_context(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and isinstance(info.context, dict):
+            return info.context.get("user_id")
+        return value
 
     @property
     def conversation_id(self) -> str:
@@ -93,6 +101,10 @@ class Conversation(ConversationSummary):
     """One archived conversation with its messages, oldest first."""
 
     messages: list[dict[str, Any]] = Field(default_factory=list)
+
+
+#: A history page's rows, validated from the response bytes in one call.
+SUMMARY_LIST: TypeAdapter[list[ConversationSummary]] = TypeAdapter(list[ConversationSummary])
 
 
 class ConversationPage(_Model):

@@ -282,7 +282,6 @@ class IdentityClient(BaseIdentityClient):
         response = self._http.request(
             spec.method,
             spec.url,
-            params=spec.params,
             headers=spec.headers,
             content=spec.body,
             timeout=timeout,
@@ -302,16 +301,14 @@ class IdentityClient(BaseIdentityClient):
         """Send ``spec`` with retries; return a 2xx response or raise the mapped error."""
         self._check_open()
         retries = self.max_retries if max_retries is None else max_retries
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(retries + 1),
-            wait=self._retry_wait,
-            retry=tenacity.retry_if_exception(is_retryable_exception),
-            before_sleep=self._log_retry(spec),
-            sleep=self._sleep,
-            reraise=True,
-        )
+        per_request = self._timeout(timeout)
         try:
-            response: httpx.Response = retrying(self._send_once, spec, self._timeout(timeout))
+            try:  # the common case, an answer at the first attempt, needs no retry machinery
+                response = self._send_once(spec, per_request)
+            except Exception as first:
+                if retries == 0 or not is_retryable_exception(first):
+                    raise
+                response = self._retry(spec, per_request, retries, first)
         except RetryableResponse as err:
             raise self._error_from_response(err.response) from err
         except RETRYABLE_TRANSPORT_ERRORS as err:
@@ -321,6 +318,33 @@ class IdentityClient(BaseIdentityClient):
         if response.is_success or response.status_code in ok_statuses:
             return response
         raise self._error_from_response(response)
+
+    def _retry(
+        self, spec: RequestSpec, timeout: TimeoutTypes, retries: int, first: Exception
+    ) -> httpx.Response:
+        """Retries after the failed first attempt ``first``, with tenacity's backoff and logs.
+
+        tenacity runs the whole sequence, the first attempt included: its attempt replays
+        ``first`` instead of sending again, so backoff, ``Retry-After`` and logging are the ones
+        of a sequence tenacity ran from the start.
+        """
+        pending: list[Exception] = [first]
+
+        def attempt() -> httpx.Response:
+            if pending:
+                raise pending.pop()
+            return self._send_once(spec, timeout)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(retries + 1),
+            wait=self._retry_wait,
+            retry=tenacity.retry_if_exception(is_retryable_exception),
+            before_sleep=self._log_retry(spec),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        response: httpx.Response = retrying(attempt)
+        return response
 
     # --- users -----------------------------------------------------------------------------
 
