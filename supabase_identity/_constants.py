@@ -7,9 +7,15 @@ one value instead of hunting for literals.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
+
+    # Built on first use by __getattr__ below: importing the constants (the command line does,
+    # for its option defaults) must not import httpx.
+    DEFAULT_TIMEOUT: httpx.Timeout
+    DEFAULT_CONNECTION_LIMITS: httpx.Limits
 
 #: The Postgres schema the package talks to (sent as ``Accept-Profile``/``Content-Profile``).
 SCHEMA: Final = "identity"
@@ -17,9 +23,8 @@ SCHEMA: Final = "identity"
 #: Connect quickly or fail over to the outbox; a read may legitimately take longer (batch inserts).
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 DEFAULT_READ_TIMEOUT: Final = 15.0
-DEFAULT_TIMEOUT: Final = httpx.Timeout(
-    DEFAULT_READ_TIMEOUT, connect=DEFAULT_CONNECT_TIMEOUT, pool=DEFAULT_CONNECT_TIMEOUT
-)
+#: DEFAULT_TIMEOUT is ``httpx.Timeout(DEFAULT_READ_TIMEOUT, connect=DEFAULT_CONNECT_TIMEOUT,
+#: pool=DEFAULT_CONNECT_TIMEOUT)`` (see ``__getattr__``).
 
 #: Retries after the first attempt, for connection errors, 408, 429 and 5xx only.
 DEFAULT_MAX_RETRIES: Final = 3
@@ -29,10 +34,11 @@ MAX_RETRY_DELAY: Final = 8.0
 #: A server's ``Retry-After`` is honoured up to this many seconds; beyond it, backoff applies.
 MAX_RETRY_AFTER: Final = 60.0
 
-#: One pool per client instance; enough for a threaded web server without exhausting PostgREST.
-DEFAULT_CONNECTION_LIMITS: Final = httpx.Limits(
-    max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0
-)
+#: One pool per client instance, enough for a threaded web server without exhausting PostgREST:
+#: DEFAULT_CONNECTION_LIMITS is ``httpx.Limits`` of these (see ``__getattr__``).
+MAX_CONNECTIONS: Final = 100
+MAX_KEEPALIVE_CONNECTIONS: Final = 20
+KEEPALIVE_EXPIRY: Final = 30.0
 
 #: Lifetime of a token minted by ``for_user``; short so a leaked token is soon useless.
 DEFAULT_USER_TOKEN_TTL: Final = 300
@@ -126,3 +132,24 @@ DEFAULT_UNLINKED_RETENTION_DAYS: Final = 7
 DEFAULT_EVENTS_MOVE_BATCH: Final = 5000
 DEFAULT_UNLINKED_DELETE_BATCH: Final = 1000
 MAX_MAINTENANCE_BATCH: Final = 50_000
+
+
+def __getattr__(name: str) -> Any:
+    """``DEFAULT_TIMEOUT`` and ``DEFAULT_CONNECTION_LIMITS``, built (with httpx) on first use."""
+    if name not in ("DEFAULT_TIMEOUT", "DEFAULT_CONNECTION_LIMITS"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import httpx
+
+    value: Any
+    if name == "DEFAULT_TIMEOUT":
+        value = httpx.Timeout(
+            DEFAULT_READ_TIMEOUT, connect=DEFAULT_CONNECT_TIMEOUT, pool=DEFAULT_CONNECT_TIMEOUT
+        )
+    else:
+        value = httpx.Limits(
+            max_connections=MAX_CONNECTIONS,
+            max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+        )
+    globals()[name] = value
+    return value

@@ -27,7 +27,6 @@ conversation the archiver could not archive, or no live archiver for ``archive -
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -41,20 +40,12 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 
-import redis
 import typer
 import typer.core
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 from typer.exceptions import TyperException
 
-from ._client import IdentityClient
 from ._constants import DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_UNLINKED_RETENTION_DAYS
 from ._exceptions import (
     AuthenticationError,
@@ -66,14 +57,18 @@ from ._exceptions import (
     PermissionDeniedError,
     SchemaNotExposedError,
 )
-from ._keys import Privilege, scrub
-from ._models import FlushResult, UserProfile
-from ._outbox import RedisOutbox
-from ._redis import RedisClient, connect_redis
-from ._settings import load_settings
-from ._validation import normalize_shop_domain
 from ._version import __version__
-from .archive import ArchiverConfig, ArchiveReport, ConversationArchiver, check_health
+
+# Only what every invocation needs is imported here: ``--help`` and ``--version`` must not pay
+# for the client stack (httpx, postgrest, pydantic, redis), which each command imports itself.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.status import Status as RichStatus
+
+    from ._models import FlushResult, UserProfile
+    from ._redis import RedisClient
+    from ._sync._client import IdentityClient
+    from .archive import ArchiveReport, ConversationArchiver
 
 PROG = "supabase-identity"
 
@@ -106,12 +101,12 @@ class _Group(typer.core.TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException, BrokenPipeError):
             raise  # Click's own control flow: exit codes, usage errors (exit 2), EPIPE
-        except (CliError, IdentityError, redis.RedisError, OSError) as error:
-            _fail(error)
         except Exception as error:
-            _fail(error, internal=True)
+            _fail(error, internal=not _reported_as_is(error))
 
 
+# Help is Click's: each docstring paragraph is rewrapped to the terminal's width, and no rich
+# import is paid for ``--help`` (``rich_markup_mode=None`` on every Typer of this app).
 app = typer.Typer(
     name=PROG,
     cls=_Group,
@@ -119,15 +114,50 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-user_app = typer.Typer(help="Look up or create users.", no_args_is_help=True)
-events_app = typer.Typer(help="The events outbox.", no_args_is_help=True)
+user_app = typer.Typer(help="Look up or create users.", no_args_is_help=True, rich_markup_mode=None)
+events_app = typer.Typer(help="The events outbox.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(user_app, name="user")
 app.add_typer(events_app, name="events")
 
-# Consoles resolve sys.stdout/sys.stderr when they print, so test runners can swap the streams.
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+class _LazyConsole:
+    """A rich ``Console`` made on its first print, so commands that print nothing never import
+    rich; it resolves sys.stdout/sys.stderr when it prints, so test runners can swap them."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, soft_wrap=True, highlight=False)
+        return self._console
+
+    @property
+    def width(self) -> int:
+        return self.console.width
+
+    def print(self, *objects: Any) -> None:
+        self.console.print(*objects)
+
+    def status(self, status: str) -> RichStatus:
+        return self.console.status(status)
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup made literal (rich imported on first use)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+out = _LazyConsole()
+err = _LazyConsole(stderr=True)
 
 EnvDir = Annotated[
     Path | None,
@@ -211,8 +241,19 @@ def _configure_logging(level: int) -> None:
     logger.setLevel(level)
 
 
+def _reported_as_is(error: Exception) -> bool:
+    """Whether ``error`` is one the CLI reports as its one line (not as an internal error)."""
+    if isinstance(error, (CliError, IdentityError, OSError)):
+        return True
+    # A Redis error can only come from a command that imported redis: no import needed here.
+    redis_module = sys.modules.get("redis")
+    return redis_module is not None and isinstance(error, redis_module.RedisError)
+
+
 def _fail(error: BaseException, *, internal: bool = False) -> NoReturn:
     """Print ``error`` as one line on stderr (plus the traceback under ``--debug``); exit 1."""
+    from ._keys import scrub
+
     if _options.debug:
         traceback.print_exception(error, file=sys.stderr)
     text = scrub(str(error).strip())  # messages from below may quote a URL or a token
@@ -227,6 +268,8 @@ def _fail(error: BaseException, *, internal: bool = False) -> NoReturn:
 
 
 def _client(**kwargs: Any) -> IdentityClient:
+    from ._sync._client import IdentityClient
+
     return IdentityClient.from_env(env_dir=_options.env_dir, **kwargs)
 
 
@@ -287,6 +330,8 @@ class Check:
 
 
 def _key_check(client: IdentityClient) -> Check:
+    from ._keys import Privilege
+
     privilege = client.privilege
     if privilege is Privilege.SERVICE:
         return Check("key", Status.PASS, "service key (service_role): what this package needs")
@@ -403,6 +448,8 @@ def _skipped(
 
 
 def _redis_check(client: IdentityClient) -> Check:
+    import redis
+
     if client.redis_url is None:
         return Check(
             "redis",
@@ -426,6 +473,8 @@ def run_doctor() -> list[Check]:
 
     No line shows a key, a token or a password, whatever a server or library put in a message.
     """
+    from ._keys import scrub
+
     return [
         replace(check, detail=scrub(check.detail), fix=scrub(check.fix) if check.fix else None)
         for check in _doctor_checks()
@@ -455,9 +504,10 @@ def _doctor_checks() -> list[Check]:
 
 @app.command()
 def doctor(json_output: JsonFlag = None) -> None:
-    """Check configuration, gateway, key role, schema, SQL functions, RLS and Redis.
+    """Check the configuration, the backend and Redis.
 
-    Exit 1 when any check fails; each failing line says how to fix it.
+    In order: configuration, key role, gateway, schema, SQL functions, RLS, Redis. Exit 1 when
+    any check fails; each failing line says how to fix it.
     """
     checks = run_doctor()
     ok = all(check.ok for check in checks)
@@ -488,6 +538,8 @@ def user_get_or_create(
     json_output: JsonFlag = None,
 ) -> None:
     """Print the shop's usr_… id, creating the user on first sight."""
+    from ._validation import normalize_shop_domain
+
     domain = normalize_shop_domain(shop)
     with _client() as client:
         user_id, is_new = client.get_or_create_user(
@@ -507,6 +559,9 @@ def user_show(user_id: str, json_output: JsonFlag = None) -> None:
     if _want_json(json_output):
         _print_json(profile.model_dump(mode="json"))
         return
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_header=False, box=None)
     data = profile.model_dump(mode="json", exclude={"stats"})
     for key, value in data.items():
@@ -544,6 +599,10 @@ def history(
     if not page.items:
         out.print(f"{title}; none on this page" if page.total else title)
         return
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("conversation", no_wrap=True, min_width=36)
     table.add_column("workflow", overflow="fold")
@@ -634,11 +693,13 @@ def export(
         Path | None, typer.Option("--output", "-o", help="File to write (default: stdout)")
     ] = None,
 ) -> None:
-    """Export a user's profile, conversations (with messages) and events.
+    """Export a user's profile, conversations and events.
 
-    JSON: ``{"profile": …, "conversations": [...], "events": [...]}``. JSONL: one object per
-    line with ``"type"`` set to ``profile``, ``conversation`` or ``event``. A file is written
-    to a temporary name and renamed when complete, so a failed export leaves no partial file.
+    --format json writes one document: {"profile": …, "conversations": […], "events": […]}.
+    --format jsonl writes one object per line, its "type" being profile, conversation or event.
+
+    A file is written under a temporary name and renamed once complete, so a failed export
+    leaves no partial file.
     """
     if output is not None and not output.parent.is_dir():
         raise CliError(f"cannot write {output}: the folder {output.parent} does not exist")
@@ -664,7 +725,12 @@ def export(
 
 @events_app.command("flush")
 def events_flush(json_output: JsonFlag = None) -> None:
-    """Deliver the events waiting in the Redis outbox; exit 1 if some remain undelivered."""
+    """Deliver the events waiting in the Redis outbox.
+
+    Exit 1 if some remain undelivered.
+    """
+    from ._outbox import RedisOutbox
+
     with _client() as client:
         if not isinstance(client.outbox, RedisOutbox):
             raise ConfigError(
@@ -697,6 +763,10 @@ def _flush_sentence(result: FlushResult) -> str:
 def _archiver_redis(url: str | None, cluster: bool | None, *, ping: bool) -> RedisClient:
     """The archiver's Redis client (one node or a cluster, see ``REDIS_CLUSTER``); with
     ``ping``, fail at once with one line if it is down."""
+    import redis
+
+    from ._redis import connect_redis
+
     if not url:
         raise ConfigError(
             "REDIS_URL is not set: the archiver reads conversations from Redis "
@@ -739,16 +809,25 @@ def archive(
     ] = 200,
     json_output: JsonFlag = None,
 ) -> None:
-    """Archive conversations from Redis to Supabase before their TTL (exactly one mode).
+    """Archive conversations from Redis to Supabase before their TTL.
 
-    --once: one pass (also flushes the events outbox), prints the report, exit 1 if a
-    conversation could not be archived or SIGINT/SIGTERM cut the pass short (it stops after
-    the current batch). --loop: a pass every --interval until SIGINT/SIGTERM,
-    which finish or release the current batch and exit 0. --check: a probe, exit 0 when an
-    archiver wrote its heartbeat recently, else 1.
+    Takes exactly one mode.
+
+    --once: one pass, which also flushes the events outbox, then the report. Exit 1 if a
+    conversation could not be archived, or if SIGINT/SIGTERM cut the pass short (it stops
+    after the current batch).
+
+    --loop: a pass every --interval until SIGINT/SIGTERM, which finish or release the current
+    batch and exit 0.
+
+    --check: a probe for health checks. Exit 0 when an archiver wrote its heartbeat recently,
+    else 1.
     """
     if sum((once, loop, check)) != 1:
         raise typer.BadParameter("pass exactly one of --once, --loop or --check", param_hint="mode")
+    from ._settings import load_settings
+    from .archive import ArchiverConfig, ConversationArchiver
+
     if check:
         settings = load_settings(env_dir=_options.env_dir)
         url = settings.redis_url.get_secret_value() if settings.redis_url else None
@@ -778,6 +857,8 @@ def archive(
 
 
 def _archive_check(redis_client: RedisClient, json_output: bool | None) -> None:
+    from .archive import check_health
+
     beats = check_health(redis_client).heartbeats
     if _want_json(json_output):
         _print_json({"alive": len(beats), "heartbeats": beats})
@@ -818,12 +899,20 @@ def _archive_once(
 ) -> None:
     with _stop_on_signals(archiver) as received:
         if _stderr_is_terminal():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
             with Progress(
                 TextColumn("archiving"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                console=err,
+                console=err.console,
                 transient=True,
             ) as bar:
                 task = bar.add_task("archive", total=None)
@@ -863,6 +952,8 @@ def _report_sentence(report: ArchiveReport) -> str:
 
 
 def _archive_loop(archiver: ConversationArchiver, json_output: bool | None) -> None:
+    import asyncio
+
     if not _options.debug:
         _configure_logging(logging.INFO)  # a worker logs each pass
 
@@ -915,15 +1006,18 @@ def stats(
     ] = None,
     json_output: JsonFlag = None,
 ) -> None:
-    """Archival health, user growth and storage (the database), plus the archivers' Redis stats.
+    """Archival health, user growth, storage; the archivers' stats.
 
     On a terminal: tables with sparklines of conversations archived per hour (24 h) and new
     users per day (30 days). Otherwise JSON: {"database": …, "archiver": … or null}. Without
     REDIS_URL, or when Redis does not answer, the database part is still shown and the
     archiver part is null (with the reason on stderr).
     """
+    import redis
+
     from ._cli_render import render_stats
     from ._monitoring import read_archiver_stats
+    from ._settings import load_settings
 
     when = _parse_as_of(as_of)
     with _client() as client:
@@ -974,7 +1068,7 @@ def maintain(
     ] = DEFAULT_UNLINKED_RETENTION_DAYS,
     json_output: JsonFlag = None,
 ) -> None:
-    """Move old events to events_archive, delete stale unlinked conversations, ANALYZE.
+    """Move old events, delete stale unlinked conversations, ANALYZE.
 
     Each task runs batch by batch (one short transaction each), so a large backlog never holds
     long locks. Conversations with a user and recent events are never touched. pg_cron runs

@@ -533,3 +533,27 @@ def test_archive_once_stops_after_the_batch_on_sigterm(
     report = json.loads(result.stdout)
     assert (report["found"], report["archived"], report["interrupted"]) == (3, 1, True)
     assert "SIGTERM: the pass stopped after its current batch" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# help: paragraphs, rewrapped to the terminal
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command", [["archive"], ["export"], ["doctor"], ["events", "flush"], ["stats"], ["maintain"]]
+)
+def test_help_is_paragraphs_rewrapped_to_the_terminal(command: list[str]) -> None:
+    """Each docstring paragraph is one line on a wide terminal: no break where the source
+    file's line happened to end, mid-sentence."""
+    wide = CliRunner().invoke(cli.app, [*command, "--help"], terminal_width=400)
+    assert wide.exit_code == 0, wide.output
+    head = wide.output.split("Options:")[0].split("Arguments:")[0]
+    paragraphs = [p.strip() for p in head.split("\n\n")[1:]]
+    description = [p for p in paragraphs if p]
+    assert description, wide.output
+    for text in description:
+        assert "\n" not in text, f"a paragraph of `{' '.join(command)} --help` is wrapped:\n{text}"
+        assert text.endswith((".", ":")), text
+    narrow = CliRunner().invoke(cli.app, [*command, "--help"], terminal_width=60)
+    assert max(len(line) for line in narrow.output.splitlines()) <= 60

@@ -100,6 +100,8 @@ def test_import_creates_no_client_and_reads_no_env() -> None:
         "httpx.Client.__init__ = spy\n"
         "os.environ['SUPABASE_URL'] = 'postgresql://would-fail-if-read'\n"
         "import supabase_identity\n"
+        "supabase_identity.get_or_create_user  # a public name, imported on first use\n"
+        "import supabase_identity._default\n"
         "assert supabase_identity._default._client is None\n"
         "assert created == [], created\n"
         "print('ok')\n"
@@ -109,6 +111,24 @@ def test_import_creates_no_client_and_reads_no_env() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_import_loads_none_of_the_client_libraries() -> None:
+    """``import supabase_identity`` (and the CLI's module) stays cheap: each public name is
+    imported on first use, so --help and --version never load the HTTP or Redis stack."""
+    heavy = ("httpx", "redis", "postgrest", "supabase", "pydantic", "rich")
+    code = (
+        "import sys\n"
+        "import supabase_identity, supabase_identity.cli\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+        "supabase_identity.IdentityClient\n"
+        "print('httpx' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "True"]
 
 
 def test_module_functions_use_one_lazily_built_default_client(

@@ -450,7 +450,7 @@ def invoke(api: respx.MockRouter, empty_env_dir: Path, monkeypatch: pytest.Monke
     ) -> Result:
         monkeypatch.setattr(cli, "_stdout_is_terminal", lambda: tty)
         monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: False)
-        monkeypatch.setattr(cli.out, "_width", columns)
+        monkeypatch.setattr(cli.out.console, "_width", columns)
         env: dict[str, str | None] = {
             "SUPABASE_URL": BASE_URL,
             "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
