@@ -7,6 +7,7 @@ tests/integration/test_cli.py; here each answer of the gateway is chosen by the 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import uuid
@@ -270,6 +271,13 @@ def test_version(invoke: Invoke) -> None:
 def test_main_returns_the_exit_code(
     api: respx.MockRouter, sleeps: SleepRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # main() configures the package logger as the console script does: undo it afterwards, or
+    # later tests' caplog no longer sees the package's records.
+    logger = logging.getLogger("supabase_identity")
+    monkeypatch.setattr(cli, "_process", cli._Process())
+    monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+    monkeypatch.setattr(logger, "propagate", logger.propagate)
+    monkeypatch.setattr(logger, "level", logger.level)
     assert cli.main(["--version"]) == 0
     assert cli.main(["archive"]) == 2
 
