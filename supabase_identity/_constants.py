@@ -124,9 +124,9 @@ EVENT_COLUMNS: Final = "id,user_id,event_type,event_data,created_at,received_at"
 RPC_NAME_PATTERN: Final = r"^[a-z_][a-z0-9_]{0,62}$"
 
 # --- maintenance (identity.archive_old_events, identity.delete_unlinked_conversations) --------
-#: Events older than this many days move to identity.events_archive (the seed's 90 days).
+#: Events older than this many days move to identity.events_archive (90 days of analytics).
 DEFAULT_EVENT_RETENTION_DAYS: Final = 90
-#: Conversations still unlinked this many days after their first archive are deleted (seed: 7).
+#: Conversations still unlinked this many days after their first archive are deleted.
 DEFAULT_UNLINKED_RETENTION_DAYS: Final = 7
 #: Rows per maintenance call: each call is one short transaction that locks only its batch.
 DEFAULT_EVENTS_MOVE_BATCH: Final = 5000

@@ -1,6 +1,7 @@
 """Module-level functions backed by one lazily built default client.
 
-They mirror the seed's "Using the Shared User Identity Library" API, so a service can write::
+They are the API the services were first written against, kept as functions, so a service can
+write::
 
     from supabase_identity import get_or_create_user, log_user_event
 

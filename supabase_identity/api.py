@@ -1,7 +1,7 @@
 """A FastAPI router serving a user's conversation history: ``supabase-identity[api]``.
 
-The seed's three history endpoints, delivered as a part a service mounts instead of code pasted
-into each one::
+Three history endpoints, with the JSON field names the services already use, delivered as a
+part a service mounts instead of code pasted into each one::
 
     GET {prefix}/{user_id}/conversations?limit=20&offset=0   (or &cursor=… for keyset paging)
     GET {prefix}/{user_id}/conversations/{conversation_id}

@@ -1,6 +1,6 @@
-"""What the auth service calls in its Shopify OAuth callback (the seed's Phase 4.5.2).
+"""What the auth service calls in its Shopify OAuth callback.
 
-One call does the seed's ``store_merchant_token`` identity work: get-or-create the user, log
+One call does the identity work of storing a merchant's token: get-or-create the user, log
 ``oauth_complete`` with ``first_time``, write ``user_id`` into ``merchant:<shop_domain>`` so the
 archiver can link that shop's conversations, optionally attach the user to the conversation in
 progress, and return the parameters of the redirect back to the chat::
@@ -42,13 +42,13 @@ OAUTH_EVENT = "oauth_complete"
 
 
 def merchant_id_for(shop_domain: str) -> str:
-    """The agents service's merchant id for a shop: ``merchant_<name>`` (seed, Phase 4.5.2)."""
+    """The agents service's merchant id for a shop: ``merchant_<name>``."""
     return "merchant_" + normalize_shop_domain(shop_domain).removesuffix(".myshopify.com")
 
 
 @dataclass(frozen=True)
 class OAuthResult:
-    """The ids an OAuth completion produced, and the redirect the seed's callback builds."""
+    """The ids an OAuth completion produced, and the redirect the callback answers with."""
 
     user_id: str
     is_new: bool
@@ -57,7 +57,7 @@ class OAuthResult:
 
     @property
     def redirect_params(self) -> dict[str, str]:
-        """``oauth``, ``is_new``, ``merchant_id``, ``user_id``, ``shop`` (the seed's names)."""
+        """``oauth``, ``is_new``, ``merchant_id``, ``user_id``, ``shop`` (what the chat reads)."""
         return {
             "oauth": "complete",
             "is_new": "true" if self.is_new else "false",
