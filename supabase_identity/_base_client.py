@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
 import httpx
@@ -336,26 +336,39 @@ def _secret(value: Any) -> str | None:
     return None if value is None else str(value.get_secret_value())
 
 
-def resolve_credentials(
-    *,
-    url: str | None,
-    key: str | None,
-    public_key: str | None,
-    access_token: str | None,
-    jwt_secret: str | None,
-    redis_url: str | NotGiven | None,
-    env_dir: str | os.PathLike[str] | None,
-    environ: Mapping[str, str] | None,
-) -> Credentials:
+class CredentialSources(TypedDict):
+    """The constructor arguments that say where the URL, keys and Redis come from."""
+
+    url: str | None
+    key: str | None
+    public_key: str | None
+    access_token: str | None
+    jwt_secret: str | None
+    redis_url: str | NotGiven | None
+    env_dir: str | os.PathLike[str] | None
+    environ: Mapping[str, str] | None
+
+
+def resolve_credentials(**sources: Unpack[CredentialSources]) -> Credentials:
     """Apply the precedence explicit argument > environment > .env.local > .env."""
-    for value, name in ((key, "key"), (public_key, "public_key"), (access_token, "access_token")):
+    key, access_token = sources["key"], sources["access_token"]
+    for value, name in (
+        (key, "key"),
+        (sources["public_key"], "public_key"),
+        (access_token, "access_token"),
+    ):
         if value is not None:
             check_credential(value, name=f"the {name} argument")
+    redis_url = sources["redis_url"]
     given_redis = None if isinstance(redis_url, NotGiven) else redis_url
     settings: Settings = load_settings(
-        env_dir=env_dir,
-        environ=environ,
-        overrides={"supabase_url": url, "jwt_secret": jwt_secret, "redis_url": given_redis},
+        env_dir=sources["env_dir"],
+        environ=sources["environ"],
+        overrides={
+            "supabase_url": sources["url"],
+            "jwt_secret": sources["jwt_secret"],
+            "redis_url": given_redis,
+        },
     )
     if settings.supabase_url is None:
         raise ConfigError(
@@ -364,7 +377,7 @@ def resolve_credentials(
             "local stack (`scripts/stack env` prints it)."
         )
     service = _secret(settings.service_role_key)
-    anon = public_key or _secret(settings.anon_key)
+    anon = sources["public_key"] or _secret(settings.anon_key)
     if access_token is not None:
         # A user token travels with the public key; the service key never accompanies it
         # unless it is a legacy JWT (then the gateway ignores it for authorization).
@@ -441,28 +454,12 @@ class BaseIdentityClient:
     def _configure(
         self,
         *,
-        url: str | None,
-        key: str | None,
-        public_key: str | None,
-        access_token: str | None,
-        jwt_secret: str | None,
-        redis_url: str | NotGiven | None,
-        env_dir: str | os.PathLike[str] | None,
-        environ: Mapping[str, str] | None,
         timeout: TimeoutTypes | NotGiven,
         max_retries: int | NotGiven,
+        **sources: Unpack[CredentialSources],
     ) -> Credentials:
         """Constructor work shared by both clients: settings, credentials, timeout, retries."""
-        creds = resolve_credentials(
-            url=url,
-            key=key,
-            public_key=public_key,
-            access_token=access_token,
-            jwt_secret=jwt_secret,
-            redis_url=redis_url,
-            env_dir=env_dir,
-            environ=environ,
-        )
+        creds = resolve_credentials(**sources)
         self._init_auth(
             base_url=creds.base_url,
             api_key=creds.api_key,

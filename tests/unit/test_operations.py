@@ -88,15 +88,21 @@ def test_iter_user_conversations_walks_keyset_pages(
     assert "or" in route.calls[1].request.url.params
 
 
-def test_iter_user_events_pages_by_created_at_and_id(
-    client: IdentityClient, api: respx.MockRouter
-) -> None:
+def _two_event_pages(api: respx.MockRouter) -> tuple[list[dict[str, str]], respx.Route]:
+    """Three events served as a page of two, then a page of one."""
     events = [
         {"id": str(uuid.uuid4()), "created_at": f"2026-01-01T00:00:0{i}+00:00"} for i in range(3)
     ]
     route = api.get("/events").mock(
         side_effect=[httpx.Response(200, json=events[:2]), httpx.Response(200, json=events[2:])]
     )
+    return events, route
+
+
+def test_iter_user_events_pages_by_created_at_and_id(
+    client: IdentityClient, api: respx.MockRouter
+) -> None:
+    events, route = _two_event_pages(api)
     assert list(client.iter_user_events(USER_ID, page_size=2)) == events
     second = route.calls[1].request.url.params
     last = events[1]
@@ -111,12 +117,7 @@ def test_iter_user_events_pages_by_created_at_and_id(
 async def test_async_iter_user_events_and_ping_redis_match_the_sync_twin(
     aclient: AsyncIdentityClient, api: respx.MockRouter
 ) -> None:
-    events = [
-        {"id": str(uuid.uuid4()), "created_at": f"2026-01-01T00:00:0{i}+00:00"} for i in range(3)
-    ]
-    route = api.get("/events").mock(
-        side_effect=[httpx.Response(200, json=events[:2]), httpx.Response(200, json=events[2:])]
-    )
+    events, route = _two_event_pages(api)
     assert [e async for e in aclient.iter_user_events(USER_ID, page_size=2)] == events
     assert route.calls[1].request.url.params["order"] == "created_at.asc,id.asc"
     with pytest.raises(ConfigError, match="REDIS_URL"):
