@@ -48,7 +48,11 @@ USER_TOKEN_REFRESH_MARGIN: Final = 30
 MIN_JWT_SECRET_BYTES: Final = 32
 
 # --- validation limits (mirror the CHECK constraints in supabase/migrations) ------------------
-USER_ID_PATTERN: Final = r"^usr_[a-z0-9]{16,46}$"
+#: A user id is ``usr_`` + this many of ``[a-z0-9]``: 6 admits the ids written before this package
+#: (``usr_test123``), 46 fills the original ``varchar(50)``. New ids are ``usr_`` + 24 hex.
+USER_ID_BODY_MIN: Final = 6
+USER_ID_BODY_MAX: Final = 46
+USER_ID_PATTERN: Final = f"^usr_[a-z0-9]{{{USER_ID_BODY_MIN},{USER_ID_BODY_MAX}}}$"
 SHOP_DOMAIN_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{0,62}\.myshopify\.com$"
 EVENT_TYPE_PATTERN: Final = r"^[a-z][a-z0-9_.:-]{0,99}$"
 MAX_EVENT_TYPE_LENGTH: Final = 100

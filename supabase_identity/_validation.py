@@ -31,6 +31,8 @@ from ._constants import (
     MAX_PAGE_LIMIT,
     MIN_PAGE_LIMIT,
     SHOP_DOMAIN_PATTERN,
+    USER_ID_BODY_MAX,
+    USER_ID_BODY_MIN,
     USER_ID_PATTERN,
 )
 from ._exceptions import ValidationError
@@ -213,11 +215,11 @@ def normalize_shop_domain(shop_domain: str) -> str:
 
 
 def validate_user_id(user_id: str, *, field: str = "user_id") -> str:
-    """Check that ``user_id`` looks like ``usr_`` + 16-46 lowercase letters/digits."""
+    """Check that ``user_id`` is ``usr_`` + 6-46 lowercase letters/digits (``USER_ID_PATTERN``)."""
     if not isinstance(user_id, str) or not _USER_ID_RE.fullmatch(user_id):
         raise ValidationError(
-            f"{field} {_show(user_id)} is not a user id: expected 'usr_' followed by 16-46 "
-            "lowercase letters or digits",
+            f"{field} {_show(user_id)} is not a user id: expected 'usr_' followed by "
+            f"{USER_ID_BODY_MIN}-{USER_ID_BODY_MAX} lowercase letters or digits",
             field=field,
             rule="usr_id_format",
         )

@@ -18,9 +18,11 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
+from urllib.parse import quote
 
 import httpx
+import psycopg
 import pytest
 import schemathesis
 import uvicorn
@@ -30,6 +32,9 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from supabase_identity import AsyncIdentityClient, IdentityClient, conversation_uuid
+from supabase_identity._constants import USER_ID_PATTERN
+from supabase_identity._exceptions import ValidationError
+from supabase_identity._validation import validate_user_id
 from supabase_identity.api import history_router
 
 from .._wait import wait_until
@@ -37,7 +42,7 @@ from .conftest import GatewayEnv, sdk_shop
 
 pytestmark = pytest.mark.integration
 
-USER_ID_RE = re.compile(r"^usr_[a-z0-9]{16,46}$")
+USER_ID_RE = re.compile(USER_ID_PATTERN)
 CONVERSATIONS = 25
 
 
@@ -380,3 +385,75 @@ def test_openapi_schema_fuzzed(case: Any, api_url: str, seeded: Seeded) -> None:
     if "conversation_id" in path:
         path["conversation_id"] = seeded.rows[3]["id"]
         case.call_and_validate(base_url=api_url, headers={"X-User-Id": seeded.user}, checks=CHECKS)
+
+
+# --- one user id format: Python, the SQL CHECK and the router agree ---------------------------
+
+ID_SAMPLES: Final = (
+    "usr_test123",  # the seed's SQL-editor rows
+    "usr_12345678",  # the seed's curl examples
+    "usr_abcdef",  # 6: the shortest
+    "usr_" + "a" * 46,  # the longest (the seed's varchar(50))
+    "usr_0123456789abcdef01234567",  # today's new ids
+    "usr_abcde",  # 5: too short
+    "usr_" + "a" * 47,  # too long
+    "usr_Test123",  # upper case
+    "usr_test-123",  # punctuation
+    "usr_test123\n",  # a trailing newline ($ must not let it through)
+    "user_test123",  # another prefix
+    "usr_",
+)
+
+
+def _sql_accepts(db: psycopg.Connection[Any], user_id: str) -> bool:
+    """Whether ``identity.users``' CHECK takes ``user_id`` (the insert is rolled back)."""
+    try:
+        with db.transaction(force_rollback=True):
+            db.execute(
+                "insert into identity.users (id, shop_domain) values (%s, %s)",
+                (user_id, sdk_shop("ids")),
+            )
+    except psycopg.errors.CheckViolation as err:
+        assert err.diag.constraint_name == "users_id_format", err
+        return False
+    return True
+
+
+def _python_accepts(user_id: str) -> bool:
+    try:
+        validate_user_id(user_id)
+    except ValidationError as err:
+        assert (err.field, err.rule) == ("user_id", "usr_id_format")
+        return False
+    return True
+
+
+def _router_accepts(http: httpx.Client, user_id: str) -> bool:
+    """The router's path pattern: 422 naming ``user_id`` when refused, else the caller's 403."""
+    response = get(http, "usr_somebodyelse", f"/users/{quote(user_id, safe='')}/profile")
+    if response.status_code == 422:
+        assert [e["loc"] for e in response.json()["detail"]] == [["path", "user_id"]]
+        return False
+    assert response.status_code == 403, response.text
+    return True
+
+
+def test_user_id_format_agrees_everywhere(
+    http: httpx.Client, db: psycopg.Connection[Any], gw_env: GatewayEnv
+) -> None:
+    """Python's validation, the database's CHECK and the router's path take the same ids."""
+    verdicts = {
+        user_id: (
+            _python_accepts(user_id),
+            _sql_accepts(db, user_id),
+            _router_accepts(http, user_id),
+        )
+        for user_id in ID_SAMPLES
+    }
+    disagreements = {k: v for k, v in verdicts.items() if len(set(v)) != 1}
+    assert not disagreements, f"(python, sql, router) disagree: {disagreements}"
+    accepted = {k for k, v in verdicts.items() if v[0]}
+    assert accepted == set(ID_SAMPLES[:5])
+    with IdentityClient(redis_url=None) as service:  # new ids keep their format
+        new_id, is_new = service.get_or_create_user(sdk_shop("ids-new"))
+    assert is_new and re.fullmatch(r"usr_[0-9a-f]{24}", new_id), new_id
