@@ -372,7 +372,8 @@ def resolve_credentials(**sources: Unpack[CredentialSources]) -> Credentials:
     )
     if settings.supabase_url is None:
         raise ConfigError(
-            "SUPABASE_URL is not set. Set it (environment, .env.local or .env) to the project's "
+            "SUPABASE_URL is not set. Set it (or IDENTITY_SUPABASE_URL: environment, .env.tunnel, "
+            ".env.local or .env) to the project's "
             "API URL, https://<project-ref>.supabase.co, or http://127.0.0.1:54321 for the "
             "local stack (`scripts/stack env` prints it)."
         )

@@ -1,25 +1,35 @@
 """Configuration from the environment and ``.env`` files, validated with pydantic.
 
 Precedence, highest first: explicit constructor arguments (handled by the clients), real
-environment variables, ``.env.local``, ``.env``. The files are read with
+environment variables, ``.env.tunnel``, ``.env.local``, ``.env``. The files are read with
 :func:`dotenv.dotenv_values` and never written into ``os.environ``: loading settings has no side
 effect on the process.
 
-Variables::
+Variables (an ``IDENTITY_SUPABASE_*`` name, from any source, wins over the generic
+``SUPABASE_*`` one, so a service that also holds another project's ``SUPABASE_*`` variables
+keeps identity data in its own project)::
 
-    SUPABASE_URL                 https://<ref>.supabase.co (or http://127.0.0.1:54321 locally)
-    SUPABASE_SERVICE_ROLE_KEY    service key (legacy JWT)    ─┐ either; the first name wins
-    SUPABASE_SECRET_KEY          service key (sb_secret_…)  ─┘ within one source
-    SUPABASE_ANON_KEY            public key (legacy JWT)     ─┐ either
-    SUPABASE_PUBLISHABLE_KEY     public key (sb_publishable_…)┘
-    SUPABASE_JWT_SECRET          optional: mints user-scoped tokens (``for_user``)
+    IDENTITY_SUPABASE_URL / SUPABASE_URL
+                                 https://<ref>.supabase.co (or http://127.0.0.1:54321 locally)
+    IDENTITY_SUPABASE_SERVICE_ROLE_KEY / IDENTITY_SUPABASE_SECRET_KEY /
+    SUPABASE_SERVICE_ROLE_KEY / SUPABASE_SECRET_KEY
+                                 service key (legacy JWT or sb_secret_…)
+    IDENTITY_SUPABASE_ANON_KEY / IDENTITY_SUPABASE_PUBLISHABLE_KEY /
+    SUPABASE_ANON_KEY / SUPABASE_PUBLISHABLE_KEY
+                                 public key (legacy JWT or sb_publishable_…)
+    IDENTITY_SUPABASE_JWT_SECRET / SUPABASE_JWT_SECRET
+                                 optional: mints user-scoped tokens (``for_user``)
     REDIS_URL                    optional: durable events outbox (one node or any node of a
                                  Redis Cluster)
     REDIS_CLUSTER                optional: true/false forces cluster mode (default: detected)
 
+:attr:`Settings.sources` says where each value came from (``doctor`` prints it).
+
 Nothing secret travels in a URL and no message repeats a setting's value: an API URL with a
 ``user:password@`` or query parameters is refused when the settings are read (keys belong in
 the key variables, sent as headers), and every refusal names the variable and the rule only.
+A Postgres connection string (what the original identity library kept in its URL variable) is
+refused with the project's API URL derived from its host, never with its password.
 The checks run on the validated fields, so they apply whichever variable (or argument) a value
 came from.
 """
@@ -35,7 +45,14 @@ from urllib.parse import SplitResult, urlsplit
 
 import pydantic
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from ._exceptions import ConfigError
 
@@ -43,15 +60,26 @@ __all__ = ["Settings", "check_credential", "load_settings", "parse_cluster_flag"
 
 _POSTGRES_SCHEMES = ("postgres://", "postgresql://", "postgresql+")
 
-#: (setting name, environment variable names in order of preference)
-_VARIABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+#: Prefix of the names that keep identity apart from another project the service talks to.
+IDENTITY_PREFIX = "IDENTITY_"
+_SUPABASE_NAMES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("supabase_url", ("SUPABASE_URL",)),
     ("service_role_key", ("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY")),
     ("anon_key", ("SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY")),
     ("jwt_secret", ("SUPABASE_JWT_SECRET",)),
-    ("redis_url", ("REDIS_URL",)),
-    ("redis_cluster", ("REDIS_CLUSTER",)),
 )
+#: (setting name, tiers of environment variable names): the first tier set in any source wins;
+#: within a tier the highest-precedence source wins, then the first name.
+_VARIABLES: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
+    *(
+        (setting, (tuple(IDENTITY_PREFIX + n for n in names), names))
+        for setting, names in _SUPABASE_NAMES
+    ),
+    ("redis_url", (("REDIS_URL",),)),
+    ("redis_cluster", (("REDIS_CLUSTER",),)),
+)
+#: The ``.env`` files read, highest precedence first (all below the real environment).
+ENV_FILES: tuple[str, ...] = (".env.tunnel", ".env.local", ".env")
 #: Constructor arguments that reach the settings as overrides, for messages about them.
 _ARGUMENTS = {"supabase_url": "url", "jwt_secret": "jwt_secret", "redis_url": "redis_url"}
 #: API keys and tokens travel in HTTP headers: printable ASCII, no spaces.
@@ -62,7 +90,7 @@ def _source(info: ValidationInfo) -> str:
     """The variable (or argument) a field's value came from, as :func:`load_settings` recorded."""
     field = info.field_name or ""
     sources: Mapping[str, str] = (info.context or {}).get("sources", {})
-    return sources.get(field) or next((n[0] for f, n in _VARIABLES if f == field), field)
+    return sources.get(field) or next((t[-1][0] for f, t in _VARIABLES if f == field), field)
 
 
 def _require_unicode(value: str, name: str) -> None:
@@ -92,6 +120,14 @@ class Settings(BaseModel):
     """Validated configuration. Secrets are :class:`~pydantic.SecretStr` (masked in ``repr``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sources(self) -> Mapping[str, str]:
+        """Where each set value came from, e.g. ``{"supabase_url": "IDENTITY_SUPABASE_URL
+        (.env.local)"}``; an explicit argument reads ``"the url argument"``."""
+        return dict(self._sources)
 
     supabase_url: str | None = None
     service_role_key: SecretStr | None = None
@@ -186,14 +222,7 @@ def normalize_supabase_url(url: str, *, name: str = "SUPABASE_URL") -> str:
     value = url.strip()
     lowered = value.lower()
     if lowered.startswith(_POSTGRES_SCHEMES):
-        raise ConfigError(
-            f"{name} is a PostgreSQL connection string, but supabase-identity speaks HTTP "
-            f"to the Supabase API (PostgREST), never to Postgres directly. Set {name} to "
-            "the project's API URL, https://<project-ref>.supabase.co (locally "
-            "http://127.0.0.1:54321); keep the postgres:// URL in SUPABASE_DB_URL if other "
-            "tools need it.",
-            hint="Dashboard → Project Settings → API shows the project URL.",
-        )
+        raise _postgres_url_error(value, name)
     if not lowered.startswith(("http://", "https://")):
         raise ConfigError(
             f"{name} must be an http:// or https:// URL such as https://<project-ref>.supabase.co"
@@ -224,6 +253,47 @@ def normalize_supabase_url(url: str, *, name: str = "SUPABASE_URL") -> str:
     return value
 
 
+#: ``db.<ref>.supabase.co`` (direct) or ``postgres.<ref>@…pooler.supabase.com`` (pooler).
+_DIRECT_HOST = re.compile(r"db\.([a-z0-9][a-z0-9-]*)\.supabase\.(?:co|com|in)", re.IGNORECASE)
+_POOLER_USER = re.compile(r"postgres\.([a-z0-9][a-z0-9-]*)", re.IGNORECASE)
+
+
+def project_url_from_postgres(url: str) -> str | None:
+    """``https://<ref>.supabase.co`` for a Supabase Postgres URL, else ``None``.
+
+    Reads only the host (``db.<ref>.supabase.co``) or the pooler's user name
+    (``postgres.<ref>``); the password, which may hold any character, is never parsed out.
+    """
+    rest = url.split("://", 1)[-1]
+    userinfo, _, hostpart = rest.rpartition("@")
+    host = hostpart.split("/", 1)[0].split("?", 1)[0].rsplit(":", 1)[0]
+    direct = _DIRECT_HOST.fullmatch(host)
+    pooler = _POOLER_USER.fullmatch(userinfo.split(":", 1)[0]) if userinfo else None
+    match = direct or (pooler if host.lower().endswith(".pooler.supabase.com") else None)
+    return f"https://{match.group(1).lower()}.supabase.co" if match else None
+
+
+def _postgres_url_error(value: str, name: str) -> ConfigError:
+    """The refusal of a Postgres URL in ``name``: the API URL to use and the key to add."""
+    prefix = IDENTITY_PREFIX if name.startswith(IDENTITY_PREFIX) else ""
+    project = project_url_from_postgres(value)
+    use = (
+        f"Set {name}={project} (the API URL of the project this connection string points at)"
+        if project
+        else f"Set {name} to the project's API URL, https://<project-ref>.supabase.co "
+        "(locally http://127.0.0.1:54321)"
+    )
+    return ConfigError(
+        f"{name} is a PostgreSQL connection string, but supabase-identity speaks HTTP to the "
+        f"Supabase API (PostgREST), never to Postgres directly. {use}, and add the project's "
+        f"service key as {prefix}SUPABASE_SECRET_KEY (sb_secret_…) or "
+        f"{prefix}SUPABASE_SERVICE_ROLE_KEY (legacy JWT); the public key "
+        f"({prefix}SUPABASE_ANON_KEY) cannot write. The database password is not needed: "
+        "keep the postgres:// URL in SUPABASE_DB_URL if other tools need it.",
+        hint="Dashboard → Project Settings → API keys shows the service key.",
+    )
+
+
 def _layer(values: Mapping[str, str | None]) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None and v.strip() != ""}
 
@@ -234,7 +304,7 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Read settings from ``overrides`` > ``environ`` > ``.env.local`` > ``.env``.
+    """Read settings from ``overrides`` > ``environ`` > ``.env.tunnel`` > ``.env.local`` > ``.env``.
 
     Args:
         env_dir: folder holding ``.env``/``.env.local``; defaults to the current directory.
@@ -242,30 +312,41 @@ def load_settings(
         overrides: values given explicitly (e.g. constructor arguments); ``None`` entries are
             ignored.
 
-    For a variable with two names (``SUPABASE_SERVICE_ROLE_KEY``/``SUPABASE_SECRET_KEY``), the
-    highest-precedence *source* that sets either name wins, so a real environment variable always
-    beats a ``.env`` file whichever spelling each uses.
+    An ``IDENTITY_SUPABASE_*`` name set in any source beats the generic ``SUPABASE_*`` one in
+    every source. For a variable with two names (``SUPABASE_SERVICE_ROLE_KEY``/
+    ``SUPABASE_SECRET_KEY``), the highest-precedence *source* that sets either name wins, so a
+    real environment variable beats a ``.env`` file whichever spelling each uses.
     """
     folder = Path(env_dir) if env_dir is not None else Path.cwd()
-    layers: Sequence[dict[str, str]] = (
-        _layer(os.environ if environ is None else environ),
-        _layer(dotenv_values(folder / ".env.local")),
-        _layer(dotenv_values(folder / ".env")),
+    layers: Sequence[tuple[str, dict[str, str]]] = (
+        ("environment", _layer(os.environ if environ is None else environ)),
+        *((file, _layer(dotenv_values(folder / file))) for file in ENV_FILES),
     )
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for setting, names in _VARIABLES:
-        for layer in layers:
-            found = next((n for n in names if n in layer), None)
-            if found is not None:
-                data[setting] = layer[found]
-                sources[setting] = found
-                break
+    origins: dict[str, str] = {}
+    for setting, tiers in _VARIABLES:
+        found = next(
+            (
+                (name, origin, layer[name])
+                for names in tiers
+                for origin, layer in layers
+                for name in names
+                if name in layer
+            ),
+            None,
+        )
+        if found is not None:
+            name, origin, data[setting] = found
+            sources[setting] = name
+            origins[setting] = f"{name} ({origin})"
     for setting, value in (overrides or {}).items():
         if value is not None:
             data[setting] = value
-            sources[setting] = f"the {_ARGUMENTS.get(setting, setting)} argument"
-    return build_settings(data, sources=sources)
+            sources[setting] = origins[setting] = f"the {_ARGUMENTS.get(setting, setting)} argument"
+    settings = build_settings(data, sources=sources)
+    settings._sources.update(origins)
+    return settings
 
 
 def build_settings(

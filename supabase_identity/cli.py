@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, TextIO
 
 import typer
 import typer.core
@@ -481,6 +481,27 @@ def run_doctor() -> list[Check]:
     ]
 
 
+#: How ``doctor`` names each setting when it says where it came from.
+_SETTING_LABELS: Final = (
+    ("supabase_url", "URL"),
+    ("service_role_key", "service key"),
+    ("anon_key", "public key"),
+    ("jwt_secret", "JWT secret"),
+    ("redis_url", "Redis"),
+)
+
+
+def _configuration_detail(client: IdentityClient) -> str:
+    """The API URL, then which variable (and file) each setting came from."""
+    from ._settings import load_settings
+
+    sources = load_settings(env_dir=_options.env_dir).sources
+    origins = [
+        f"{label} from {sources[name]}" for name, label in _SETTING_LABELS if name in sources
+    ]
+    return f"SUPABASE_URL={client.base_url}" + (f" ({'; '.join(origins)})" if origins else "")
+
+
 def _doctor_checks() -> list[Check]:
     try:
         client = _client()
@@ -495,7 +516,7 @@ def _doctor_checks() -> list[Check]:
     with client:
         key = _key_check(client)
         return [
-            Check("configuration", Status.PASS, f"SUPABASE_URL={client.base_url}"),
+            Check("configuration", Status.PASS, _configuration_detail(client)),
             key,
             *_backend_checks(client, key),
             _redis_check(client),

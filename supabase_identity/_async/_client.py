@@ -188,7 +188,7 @@ class AsyncIdentityClient(BaseIdentityClient):
 
     @classmethod
     def from_env(cls, *, env_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Self:
-        """Build a client from the environment and ``.env``/``.env.local`` in ``env_dir``.
+        """Build a client from the environment and the ``.env*`` files in ``env_dir``.
 
         Equivalent to ``cls(env_dir=env_dir, **kwargs)``; spelled out for readers.
         """

@@ -565,3 +565,24 @@ def test_help_is_paragraphs_rewrapped_to_the_terminal(command: list[str]) -> Non
         assert text.endswith((".", ":")), text
     narrow = CliRunner().invoke(cli.app, [*command, "--help"], terminal_width=60)
     assert max(len(line) for line in narrow.output.splitlines()) <= 60
+
+
+def test_doctor_says_where_each_setting_came_from(
+    invoke: Invoke, api: respx.MockRouter, empty_env_dir: Path
+) -> None:
+    (empty_env_dir / ".env.local").write_text(f"IDENTITY_SUPABASE_SERVICE_ROLE_KEY={SERVICE_KEY}\n")
+    api.post("/rpc/health").respond(200, json=health())
+    result = invoke(
+        "doctor",
+        env={
+            "IDENTITY_SUPABASE_URL": BASE_URL,
+            "SUPABASE_URL": "https://etl-project.supabase.co",
+            "SUPABASE_SERVICE_ROLE_KEY": None,
+        },
+    )
+    detail = checks(result)["configuration"]["detail"]
+    assert detail.startswith(f"SUPABASE_URL={BASE_URL} ("), detail
+    assert "URL from IDENTITY_SUPABASE_URL (environment)" in detail
+    assert "service key from IDENTITY_SUPABASE_SERVICE_ROLE_KEY (.env.local)" in detail
+    assert "public key from SUPABASE_ANON_KEY (environment)" in detail
+    assert "JWT secret from SUPABASE_JWT_SECRET (environment)" in detail

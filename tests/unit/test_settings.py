@@ -112,7 +112,8 @@ def test_postgres_url_is_refused_with_an_explanation(tmp_path: Path, url: str) -
         load_settings(env_dir=tmp_path, environ={"SUPABASE_URL": url})
     text = str(info.value)
     assert "speaks HTTP" in text
-    assert "https://<project-ref>.supabase.co" in text
+    expected = "https://ref.supabase.co" if "supabase.co" in url else "https://<project-ref>"
+    assert expected in text
     assert "pw" not in text
 
 
@@ -168,3 +169,127 @@ def test_settings_repr_masks_secrets(tmp_path: Path) -> None:
     assert SERVICE_KEY not in text
     assert "super-secret-value" not in text
     assert "hunter2" not in text
+
+
+# --- the seed's variables: IDENTITY_SUPABASE_* first, .env.tunnel, where each value came from --
+
+
+ETL = {  # what a service that also talks to another project holds in its real environment
+    "SUPABASE_URL": "https://etl.supabase.co",
+    "SUPABASE_SERVICE_ROLE_KEY": "etl-service-key",
+    "SUPABASE_ANON_KEY": "etl-anon-key",
+    "SUPABASE_JWT_SECRET": "etl-jwt-secret",
+}
+
+
+@pytest.mark.parametrize(
+    ("identity_names", "where"),
+    [
+        (
+            {
+                "IDENTITY_SUPABASE_URL": "https://ident.supabase.co",
+                "IDENTITY_SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
+                "IDENTITY_SUPABASE_ANON_KEY": ANON_KEY,
+                "IDENTITY_SUPABASE_JWT_SECRET": "identity-jwt-secret",
+            },
+            ".env.local",
+        ),
+        (
+            {
+                "IDENTITY_SUPABASE_URL": "https://ident.supabase.co",
+                "IDENTITY_SUPABASE_SECRET_KEY": SECRET_KEY,
+                "IDENTITY_SUPABASE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
+                "IDENTITY_SUPABASE_JWT_SECRET": "identity-jwt-secret",
+            },
+            "environment",
+        ),
+    ],
+)
+def test_identity_names_win_over_the_generic_ones_from_any_source(
+    tmp_path: Path, identity_names: dict[str, str], where: str
+) -> None:
+    """The ETL project's SUPABASE_* in the real environment never reach identity data."""
+    environ = dict(ETL)
+    if where == "environment":
+        environ.update(identity_names)
+    else:
+        _write(tmp_path, where, **identity_names)
+    settings = load_settings(env_dir=tmp_path, environ=environ)
+    assert settings.supabase_url == "https://ident.supabase.co"
+    secrets = {
+        name: value.get_secret_value()
+        for name, value in (
+            ("service", settings.service_role_key),
+            ("anon", settings.anon_key),
+            ("jwt", settings.jwt_secret),
+        )
+        if value is not None
+    }
+    assert secrets == {
+        "service": identity_names.get("IDENTITY_SUPABASE_SERVICE_ROLE_KEY", SECRET_KEY),
+        "anon": identity_names.get("IDENTITY_SUPABASE_ANON_KEY", PUBLISHABLE_KEY),
+        "jwt": "identity-jwt-secret",
+    }
+    service_name = next(n for n in identity_names if "SERVICE" in n or "SECRET_KEY" in n)
+    assert settings.sources["supabase_url"] == f"IDENTITY_SUPABASE_URL ({where})"
+    assert settings.sources["service_role_key"] == f"{service_name} ({where})"
+
+
+def test_generic_names_stay_the_fallback(tmp_path: Path) -> None:
+    settings = load_settings(env_dir=tmp_path, environ=ETL)
+    assert settings.supabase_url == "https://etl.supabase.co"
+    assert settings.sources["supabase_url"] == "SUPABASE_URL (environment)"
+
+
+def test_env_tunnel_sits_between_the_environment_and_env_local(tmp_path: Path) -> None:
+    _write(tmp_path, ".env", SUPABASE_URL="http://dotenv:1", REDIS_URL="redis://dotenv:1/0")
+    _write(
+        tmp_path,
+        ".env.local",
+        SUPABASE_URL="http://local:2",
+        REDIS_URL="redis://local:2/0",
+        SUPABASE_JWT_SECRET="local-secret",
+    )
+    _write(tmp_path, ".env.tunnel", SUPABASE_URL="http://tunnel:3", REDIS_URL="redis://tunnel:3/0")
+    settings = load_settings(env_dir=tmp_path, environ={"SUPABASE_URL": "http://real:4"})
+    assert settings.supabase_url == "http://real:4"
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == "redis://tunnel:3/0"
+    assert settings.jwt_secret is not None
+    assert settings.jwt_secret.get_secret_value() == "local-secret"
+    assert dict(settings.sources) == {
+        "supabase_url": "SUPABASE_URL (environment)",
+        "redis_url": "REDIS_URL (.env.tunnel)",
+        "jwt_secret": "SUPABASE_JWT_SECRET (.env.local)",
+    }
+
+
+SEED_PASSWORD = "s3cr3t-P@ss/word[1]"
+
+
+@pytest.mark.parametrize(
+    ("url", "project"),
+    [
+        (
+            f"postgresql://postgres:{SEED_PASSWORD}@db.hire-cj-dev-amir.supabase.co:5432/postgres",
+            "https://hire-cj-dev-amir.supabase.co",
+        ),
+        (
+            f"postgresql://postgres.abcdefghijklmnopqrst:{SEED_PASSWORD}"
+            "@aws-0-us-east-1.pooler.supabase.com:6543/postgres",
+            "https://abcdefghijklmnopqrst.supabase.co",
+        ),
+    ],
+)
+def test_the_seeds_postgres_url_says_what_to_set_instead(
+    tmp_path: Path, url: str, project: str
+) -> None:
+    _write(tmp_path, ".env.local", IDENTITY_SUPABASE_URL=url, IDENTITY_SUPABASE_ANON_KEY=ANON_KEY)
+    with pytest.raises(ConfigError) as info:
+        IdentityClient.from_env(env_dir=tmp_path, environ={})
+    text = f"{info.value} {info.value.hint}"
+    assert f"Set IDENTITY_SUPABASE_URL={project} " in text
+    assert "IDENTITY_SUPABASE_SECRET_KEY" in text
+    assert "IDENTITY_SUPABASE_SERVICE_ROLE_KEY" in text
+    for part in (SEED_PASSWORD, "s3cr3t", "P@ss", "word[1]"):
+        assert part not in text
