@@ -1,11 +1,15 @@
 """A FastAPI router serving a user's conversation history: ``supabase-identity[api]``.
 
-Three history endpoints, with the JSON field names the services already use, delivered as a
-part a service mounts instead of code pasted into each one::
+Three history endpoints, with the JSON field names the services already use (see
+:class:`ConversationList`, :class:`ConversationDetail`, :class:`Profile`), delivered as a part a
+service mounts instead of code pasted into each one::
 
     GET {prefix}/{user_id}/conversations?limit=20&offset=0   (or &cursor=… for keyset paging)
     GET {prefix}/{user_id}/conversations/{conversation_id}
     GET {prefix}/{user_id}/profile
+
+``prefix`` defaults to ``/users``; ``app.include_router(router, prefix="/api/v1")`` gives
+``/api/v1/users/…``.
 
 Usage::
 
@@ -83,9 +87,25 @@ from ._exceptions import (
     PermissionDeniedError,
     ValidationError,
 )
-from ._models import Conversation, ConversationPage, UserProfile
+from ._wire import (
+    ConversationDetail,
+    ConversationList,
+    ConversationListItem,
+    Profile,
+    ProfileStats,
+    conversation_list,
+)
 
-__all__ = ["ErrorResponse", "default_user_id_of", "history_router"]
+__all__ = [
+    "ConversationDetail",
+    "ConversationList",
+    "ConversationListItem",
+    "ErrorResponse",
+    "Profile",
+    "ProfileStats",
+    "default_user_id_of",
+    "history_router",
+]
 
 log = logging.getLogger("supabase_identity")
 
@@ -326,7 +346,7 @@ def history_router(
 
     @router.get(
         "/{user_id}/conversations",
-        response_model=ConversationPage,
+        response_model=ConversationList,
         summary="List the user's conversations, newest first",
         operation_id="list_user_conversations",
     )
@@ -350,7 +370,7 @@ def history_router(
                 "(`total` is then null); not combined with `offset`.",
             ),
         ] = None,
-    ) -> ConversationPage:
+    ) -> ConversationList:
         """A page of conversations without their messages.
 
         Offset pages carry ``total``; keyset pages (``cursor``) cost the same at any depth.
@@ -364,11 +384,12 @@ def history_router(
             not_found="No such user", loc=("query", "cursor"), retry_after=retry_after
         ):
             scoped = source.get().for_user(user_id)
-            return await scoped.get_user_conversations(user_id, limit, offset, cursor=cursor)
+            page = await scoped.get_user_conversations(user_id, limit, offset, cursor=cursor)
+        return conversation_list(page)
 
     @router.get(
         "/{user_id}/conversations/{conversation_id}",
-        response_model=Conversation,
+        response_model=ConversationDetail,
         responses=_NOT_FOUND,
         summary="One conversation with its messages",
         operation_id="get_user_conversation",
@@ -383,7 +404,7 @@ def history_router(
                 description="The conversation's UUID, or the agents service's own id.",
             ),
         ],
-    ) -> Conversation:
+    ) -> ConversationDetail:
         """The conversation with its messages, oldest first; 404 if it is not the user's."""
         with _backend_errors(
             not_found="No such conversation",
@@ -391,21 +412,23 @@ def history_router(
             retry_after=retry_after,
         ):
             scoped = source.get().for_user(user_id)
-            return await scoped.get_conversation(user_id, conversation_id)
+            conversation = await scoped.get_conversation(user_id, conversation_id)
+        return ConversationDetail.from_conversation(conversation)
 
     @router.get(
         "/{user_id}/profile",
-        response_model=UserProfile,
+        response_model=Profile,
         responses=_NOT_FOUND,
         summary="The user with conversation and event stats",
         operation_id="get_user_profile",
     )
-    async def get_profile(user_id: UserId) -> UserProfile:
+    async def get_profile(user_id: UserId) -> Profile:
         """The user's profile and stats (conversations, messages, first/last, events)."""
         with _backend_errors(
             not_found="No such user", loc=("path", "user_id"), retry_after=retry_after
         ):
             scoped = source.get().for_user(user_id)
-            return await scoped.get_user_profile(user_id)
+            profile = await scoped.get_user_profile(user_id)
+        return Profile.from_profile(profile)
 
     return router

@@ -193,24 +193,24 @@ def test_offset_pages_newest_first_with_total(http: httpx.Client, seeded: Seeded
         assert response.status_code == 200, response.text
         page = response.json()
         assert (page["total"], page["limit"], page["offset"]) == (CONVERSATIONS, 10, offset)
-        assert all("messages" not in item for item in page["items"])
+        assert all("messages" not in item for item in page["conversations"])
         assert (page["next_cursor"] is None) == (offset + 10 >= CONVERSATIONS)
-        seen += [item["id"] for item in page["items"]]
+        seen += [item["id"] for item in page["conversations"]]
     assert seen == newest_first
     started = [
         datetime.fromisoformat(item["started_at"])
-        for item in get(http, seeded.user, f"/users/{seeded.user}/conversations").json()["items"]
+        for item in get(http, seeded.user, f"/users/{seeded.user}/conversations").json()["conversations"]
     ]
     assert started == sorted(started, reverse=True)
     past_the_end = get(http, seeded.user, f"/users/{seeded.user}/conversations", offset=1000)
     assert past_the_end.status_code == 200
-    assert past_the_end.json()["items"] == []
+    assert past_the_end.json()["conversations"] == []
     assert past_the_end.json()["total"] == CONVERSATIONS
 
 
 def test_default_page_is_twenty(http: httpx.Client, seeded: Seeded) -> None:
     page = get(http, seeded.user, f"/users/{seeded.user}/conversations").json()
-    assert (len(page["items"]), page["limit"], page["offset"]) == (20, 20, 0)
+    assert (len(page["conversations"]), page["limit"], page["offset"]) == (20, 20, 0)
 
 
 def test_cursor_pages_walk_the_same_order(http: httpx.Client, seeded: Seeded) -> None:
@@ -227,7 +227,7 @@ def test_cursor_pages_walk_the_same_order(http: httpx.Client, seeded: Seeded) ->
         page = response.json()
         if cursor is not None:
             assert page["total"] is None  # keyset pages do not count
-        seen += [item["id"] for item in page["items"]]
+        seen += [item["id"] for item in page["conversations"]]
         pages += 1
         cursor = page["next_cursor"]
         if cursor is None:
@@ -271,7 +271,7 @@ def test_profile_with_stats(http: httpx.Client, seeded: Seeded) -> None:
     assert lonely["stats"]["total_conversations"] == 0
     assert lonely["stats"]["first_conversation"] is None
     empty = get(http, seeded.lonely, f"/users/{seeded.lonely}/conversations").json()
-    assert (empty["items"], empty["total"], empty["next_cursor"]) == ([], 0, None)
+    assert (empty["conversations"], empty["total"], empty["next_cursor"]) == ([], 0, None)
 
 
 def test_another_user_is_403(http: httpx.Client, seeded: Seeded) -> None:

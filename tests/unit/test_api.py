@@ -172,7 +172,7 @@ async def test_conversation_page(http: httpx.AsyncClient, api: respx.MockRouter)
     assert response.status_code == 200
     assert body["total"] == 7
     assert (body["limit"], body["offset"]) == (2, 2)
-    assert [item["id"] for item in body["items"]] == [r["id"] for r in rows]
+    assert [item["id"] for item in body["conversations"]] == [r["id"] for r in rows]
     assert body["next_cursor"]
     params = route.calls.last.request.url.params
     assert (params["limit"], params["offset"]) == ("2", "2")
@@ -514,7 +514,7 @@ def test_openapi_schema_is_exact(aclient: AsyncIdentityClient) -> None:
     assert listing["operationId"] == "list_user_conversations"
     assert listing["tags"] == ["history"]
     ok = listing["responses"]["200"]["content"]["application/json"]["schema"]
-    assert ok == {"$ref": "#/components/schemas/ConversationPage"}
+    assert ok == {"$ref": "#/components/schemas/ConversationList"}
     assert set(listing["responses"]) >= {"200", "401", "403", "422", "502", "503"}
     assert "Retry-After" in listing["responses"]["503"]["headers"]
     params = {p["name"]: p for p in listing["parameters"]}
@@ -533,11 +533,8 @@ def test_openapi_schema_is_exact(aclient: AsyncIdentityClient) -> None:
     assert conv_param["schema"]["maxLength"] == 512
     assert "404" in detail["responses"]
     components = schema["components"]["schemas"]
-    assert {"Conversation", "ConversationPage", "ConversationSummary", "UserProfile"} <= set(
-        components
-    )
-    assert "messages" in components["Conversation"]["properties"]
-    assert "messages" not in components["ConversationSummary"]["properties"]
+    assert "messages" in components["ConversationDetail"]["properties"]
+    assert "messages" not in components["ConversationListItem"]["properties"]
 
 
 def test_importing_the_package_does_not_import_fastapi() -> None:
@@ -546,3 +543,120 @@ def test_importing_the_package_does_not_import_fastapi() -> None:
         "assert 'fastapi' not in sys.modules and 'starlette' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# --- the seed's JSON on the wire ---------------------------------------------------------------
+
+#: The fields (and JSON types) the seed's services send and their frontends read.
+SEED_LIST = {"conversations": "array", "total": "integer", "limit": "integer", "offset": "integer"}
+SEED_LIST_ITEM = {
+    "id": "string",
+    "workflow": "string",
+    "started_at": "string",
+    "ended_at": "string",
+    "message_count": "integer",
+    "metadata": "object",
+}
+SEED_DETAIL = {
+    "id": "string",
+    "workflow": "string",
+    "started_at": "string",
+    "ended_at": "string",
+    "messages": "array",
+    "metadata": "object",
+}
+SEED_PROFILE = {
+    "user_id": "string",
+    "shop_domain": "string",
+    "email": "string",
+    "name": "string",
+    "created_at": "string",
+    "last_seen": "string",
+    "stats": "object",
+}
+SEED_STATS = {
+    "total_conversations": "integer",
+    "first_conversation": "string",
+    "last_conversation": "string",
+}
+_JSON_TYPES = {"string": str, "integer": int, "array": list, "object": dict}
+
+
+def _has_seed_fields(body: dict[str, Any], fields: dict[str, str]) -> None:
+    missing = set(fields) - set(body)
+    assert not missing, f"missing {missing} in {body}"
+    wrong = {k: body[k] for k, t in fields.items() if not isinstance(body[k], _JSON_TYPES[t])}
+    assert not wrong, f"not of the seed's type: {wrong}"
+
+
+async def test_the_seeds_json_on_the_wire(http: httpx.AsyncClient, api: respx.MockRouter) -> None:
+    ended = datetime(2026, 1, 1, 1, tzinfo=UTC).isoformat()
+    messages = [{"sender": "user", "content": "hi", "timestamp": ended}]
+    row = summary_row(0, workflow_name="support", ended_at=ended, metadata={"k": "v"})
+    api.get("/conversations").respond(200, json=[row], headers={"Content-Range": "0-0/1"})
+    listing = (await http.get(f"/users/{USER_ID}/conversations")).json()
+    _has_seed_fields(listing, SEED_LIST)
+    (item,) = listing["conversations"]
+    _has_seed_fields(item, SEED_LIST_ITEM)
+    assert (item["id"], item["workflow"], item["metadata"]) == (row["id"], "support", {"k": "v"})
+    assert datetime.fromisoformat(item["ended_at"]) == datetime.fromisoformat(ended)
+    assert "items" not in listing and "workflow_name" not in item
+
+    api.get("/conversations").respond(200, json=[{**row, "messages": messages}])
+    detail = (await http.get(f"/users/{USER_ID}/conversations/{row['id']}")).json()
+    _has_seed_fields(detail, SEED_DETAIL)
+    assert (detail["workflow"], detail["messages"]) == ("support", messages)
+
+    api.post("/rpc/get_user_profile").respond(
+        200,
+        json={
+            "user_id": USER_ID,
+            "shop_domain": "cool-shop.myshopify.com",
+            "email": "owner@example.com",
+            "name": "Ada",
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "last_seen": "2026-01-02T00:00:00+00:00",
+            "stats": {
+                "total_conversations": 1,
+                "first_conversation": row["started_at"],
+                "last_conversation": row["started_at"],
+            },
+        },
+    )
+    profile = (await http.get(f"/users/{USER_ID}/profile")).json()
+    _has_seed_fields(profile, SEED_PROFILE)
+    _has_seed_fields(profile["stats"], SEED_STATS)
+
+
+def test_the_openapi_schema_describes_the_seeds_json(aclient: AsyncIdentityClient) -> None:
+    app = FastAPI()
+    app.include_router(
+        history_router(get_current_user=header_user, client=aclient), prefix="/api/v1"
+    )
+    schema = app.openapi()
+    assert set(schema["paths"]) == {  # the seed's paths
+        "/api/v1/users/{user_id}/conversations",
+        "/api/v1/users/{user_id}/conversations/{conversation_id}",
+        "/api/v1/users/{user_id}/profile",
+    }
+    components = schema["components"]["schemas"]
+
+    def described(name: str, fields: dict[str, str]) -> None:
+        component = components[name]
+        assert set(fields) <= set(component["required"]), name
+        for field, json_type in fields.items():
+            prop = component["properties"][field]
+            types = {v.get("type") for v in prop.get("anyOf", [prop])} | (
+                {"object"} if "$ref" in prop or "additionalProperties" in prop else set()
+            )
+            assert json_type in types, (name, field, prop)
+
+    def response_of(path: str) -> str:
+        ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+        return str(ok["schema"]["$ref"]).rsplit("/", 1)[-1]
+
+    described(response_of("/api/v1/users/{user_id}/conversations"), SEED_LIST)
+    described("ConversationListItem", SEED_LIST_ITEM)
+    described(response_of("/api/v1/users/{user_id}/conversations/{conversation_id}"), SEED_DETAIL)
+    described(response_of("/api/v1/users/{user_id}/profile"), SEED_PROFILE)
+    described("ProfileStats", SEED_STATS)

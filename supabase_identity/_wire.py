@@ -1,0 +1,182 @@
+"""The history API's JSON: the field names and types the services' frontends already read.
+
+The SDK's models (:mod:`supabase_identity._models`) keep their own names (``items``,
+``workflow_name``); these are what :func:`supabase_identity.api.history_router` sends:
+
+* list: ``{"conversations": [{"id", "workflow", "started_at", "ended_at", "message_count",
+  "metadata"}], "total", "limit", "offset"}``, plus ``next_cursor``;
+* detail: ``{"id", "workflow", "started_at", "ended_at", "messages", "metadata"}``, plus the
+  row's other columns;
+* profile: ``{"user_id", "shop_domain", "email", "name", "created_at", "last_seen", "stats":
+  {"total_conversations", "first_conversation", "last_conversation"}}``, plus message and event
+  counts.
+
+Fields beyond those are additions a reader may ignore; none is ever renamed or dropped. A list
+item is a plain model with optional extras, so an endpoint that ranks its results (a search)
+subclasses :class:`ConversationListItem` with its own optional fields (and
+:class:`ConversationList` with ``conversations`` of that type), building its items with
+:meth:`ConversationListItem.from_summary`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._models import Conversation, ConversationPage, ConversationSummary, UserProfile
+
+__all__ = [
+    "ConversationDetail",
+    "ConversationList",
+    "ConversationListItem",
+    "Profile",
+    "ProfileStats",
+    "conversation_list",
+]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ConversationListItem(_Wire):
+    """One conversation in a list, without its messages."""
+
+    id: str = Field(description="The conversation's UUID.")
+    workflow: str | None = Field(description="The workflow that ran it (`workflow_name`).")
+    started_at: datetime
+    ended_at: datetime | None
+    message_count: int
+    metadata: dict[str, Any]
+    source_id: str | None = Field(
+        default=None,
+        description="The agents service's own id when it was not a UUID (also accepted by the "
+        "detail endpoint).",
+    )
+
+    @classmethod
+    def from_summary(cls, summary: ConversationSummary, **extra: Any) -> ConversationListItem:
+        """The wire form of an SDK summary; ``extra`` fills a subclass's own fields."""
+        return cls(
+            id=str(summary.id),
+            workflow=summary.workflow_name,
+            started_at=summary.started_at,
+            ended_at=summary.ended_at,
+            message_count=summary.message_count,
+            metadata=summary.metadata,
+            source_id=summary.source_id,
+            **extra,
+        )
+
+
+class ConversationList(_Wire):
+    """A page of a user's conversations, newest first.
+
+    A subclass may narrow ``conversations`` to a subclass of :class:`ConversationListItem`.
+    """
+
+    conversations: list[ConversationListItem]
+    total: int | None = Field(
+        description="How many conversations the user has; null on keyset (`cursor`) pages."
+    )
+    limit: int
+    offset: int
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last one."
+    )
+
+
+def conversation_list(page: ConversationPage) -> ConversationList:
+    """The wire form of an SDK page."""
+    return ConversationList(
+        conversations=[ConversationListItem.from_summary(item) for item in page.items],
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+        next_cursor=page.next_cursor,
+    )
+
+
+class ConversationDetail(_Wire):
+    """One conversation with its messages, oldest first."""
+
+    id: str = Field(description="The conversation's UUID.")
+    workflow: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    messages: list[dict[str, Any]]
+    metadata: dict[str, Any]
+    source_id: str | None = None
+    user_id: str | None = None
+    merchant_id: str | None = None
+    message_count: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    archived_at: datetime | None = None
+
+    @classmethod
+    def from_conversation(cls, conversation: Conversation) -> ConversationDetail:
+        """The wire form of an SDK conversation."""
+        return cls(
+            id=str(conversation.id),
+            workflow=conversation.workflow_name,
+            started_at=conversation.started_at,
+            ended_at=conversation.ended_at,
+            messages=conversation.messages,
+            metadata=conversation.metadata,
+            source_id=conversation.source_id,
+            user_id=conversation.user_id,
+            merchant_id=conversation.merchant_id,
+            message_count=conversation.message_count,
+            created_at=conversation.created_at,
+            updated_at=conversation.updated_at,
+            archived_at=conversation.archived_at,
+        )
+
+
+class ProfileStats(_Wire):
+    """Conversation and event counts of one user."""
+
+    total_conversations: int
+    first_conversation: datetime | None
+    last_conversation: datetime | None
+    total_messages: int = 0
+    total_events: int = 0
+
+
+class Profile(_Wire):
+    """A user (one Shopify shop) with its stats."""
+
+    user_id: str
+    shop_domain: str
+    email: str | None
+    name: str | None
+    created_at: datetime
+    last_seen: datetime
+    stats: ProfileStats
+    shopify_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_profile(cls, profile: UserProfile) -> Profile:
+        """The wire form of an SDK profile."""
+        stats = profile.stats
+        return cls(
+            user_id=profile.user_id,
+            shop_domain=profile.shop_domain,
+            email=profile.email,
+            name=profile.name,
+            created_at=profile.created_at,
+            last_seen=profile.last_seen,
+            stats=ProfileStats(
+                total_conversations=stats.total_conversations,
+                first_conversation=stats.first_conversation,
+                last_conversation=stats.last_conversation,
+                total_messages=stats.total_messages,
+                total_events=stats.total_events,
+            ),
+            shopify_id=profile.shopify_id,
+            metadata=profile.metadata,
+        )
