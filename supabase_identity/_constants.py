@@ -7,6 +7,7 @@ one value instead of hunting for literals.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -46,6 +47,14 @@ DEFAULT_USER_TOKEN_TTL: Final = 300
 USER_TOKEN_REFRESH_MARGIN: Final = 30
 #: HS256 wants a key of at least 32 bytes (RFC 7518 §3.2); Supabase's JWT secrets are that long.
 MIN_JWT_SECRET_BYTES: Final = 32
+
+#: Redis client settings for the archiver: fail fast when Redis is down, but leave a pipelined
+#: read of a large batch time to answer.
+ARCHIVER_REDIS_CONNECT_TIMEOUT: Final = 5.0
+ARCHIVER_REDIS_SOCKET_TIMEOUT: Final = 60.0
+#: ``ConversationArchiver.run_archival_loop``'s default time between passes (the original
+#: archival service's cadence); ``run_forever`` uses ``ArchiverConfig.interval``.
+ARCHIVAL_LOOP_INTERVAL: Final = timedelta(minutes=30)
 
 # --- validation limits (mirror the CHECK constraints in supabase/migrations) ------------------
 #: A user id is ``usr_`` + this many of ``[a-z0-9]``: 6 admits the ids written before this package

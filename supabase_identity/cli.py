@@ -46,7 +46,12 @@ import typer
 import typer.core
 from typer.exceptions import TyperException
 
-from ._constants import DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_UNLINKED_RETENTION_DAYS
+from ._constants import (
+    ARCHIVER_REDIS_CONNECT_TIMEOUT,
+    ARCHIVER_REDIS_SOCKET_TIMEOUT,
+    DEFAULT_EVENT_RETENTION_DAYS,
+    DEFAULT_UNLINKED_RETENTION_DAYS,
+)
 from ._exceptions import (
     AuthenticationError,
     BackendUnavailableError,
@@ -72,10 +77,6 @@ if TYPE_CHECKING:
 
 PROG = "supabase-identity"
 
-#: Redis client settings for the archiver: fail fast when Redis is down, but leave a pipelined
-#: read of a large batch time to answer.
-ARCHIVER_REDIS_CONNECT_TIMEOUT = 5.0
-ARCHIVER_REDIS_SOCKET_TIMEOUT = 60.0
 #: doctor answers quickly when something is down: one retry, not the client's default three.
 DOCTOR_MAX_RETRIES = 1
 

@@ -16,6 +16,7 @@ is claimed, read and built. A conversation that cannot be read or built is set a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -25,10 +26,18 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-from .._exceptions import IdentityError
-from .._redis import RedisClient, as_int, hash_field
+import redis
+
+from .._constants import (
+    ARCHIVAL_LOOP_INTERVAL,
+    ARCHIVER_REDIS_CONNECT_TIMEOUT,
+    ARCHIVER_REDIS_SOCKET_TIMEOUT,
+)
+from .._exceptions import BackendUnavailableError, ConfigError, IdentityError
+from .._redis import RedisClient, RedisConnector, as_int, hash_field
 from .._validation import validate_conversation_id, validate_user_id
 from ._finder import DueFinder
 from ._leases import Leases
@@ -39,6 +48,9 @@ from ._worker import Worker
 from ._writer import ArchiveWriter
 
 __all__ = ["ArchiveReport", "ArchiverConfig", "ConversationArchiver", "archive_conversation"]
+
+if TYPE_CHECKING:
+    from .._sync._client import IdentityClient
 
 logger = logging.getLogger("supabase_identity.archive")
 
@@ -57,17 +69,37 @@ class ConversationArchiver:
         task = asyncio.create_task(archiver.run_forever())   # FastAPI startup hook
 
     ``client`` is an :class:`~supabase_identity.IdentityClient` holding the service key;
-    ``redis_client`` a ``redis.Redis`` or a ``redis.cluster.RedisCluster``.
+    ``redis_client`` a ``redis.Redis`` or a ``redis.cluster.RedisCluster``. Either may be left
+    out: the archiver then builds it from the environment (the client from
+    ``IDENTITY_SUPABASE_*``/``SUPABASE_*``, Redis from ``REDIS_URL``) and closes it in
+    :meth:`close`. With neither, the agents service's archival code runs as it was::
+
+        archiver = ConversationArchiver()
+        stored = await archiver.archive_conversation(conversation_id)     # -> bool
+        due = await archiver.find_conversations_to_archive()              # -> list[str]
+        asyncio.create_task(archiver.run_archival_loop())                 # every 30 minutes
     """
 
     def __init__(
         self,
-        client: RpcCaller,
-        redis_client: RedisClient,
+        client: RpcCaller | None = None,
+        redis_client: RedisClient | None = None,
         *,
         config: ArchiverConfig | None = None,
         worker_id: str | None = None,
     ) -> None:
+        self._owned_client: IdentityClient | None = None
+        self._owned_redis: RedisConnector | None = None
+        if client is None:
+            from .._sync._client import IdentityClient
+
+            client = self._owned_client = IdentityClient()
+        if redis_client is None:
+            try:
+                redis_client = self._redis_from_env()
+            except BaseException:
+                self.close()
+                raise
         self._client = client
         self._redis = redis_client
         self.config = config or ArchiverConfig()
@@ -87,6 +119,78 @@ class ConversationArchiver:
         self._pass_report: ArchiveReport | None = None
         self._report_lock = threading.Lock()  # the finder's thread sets unreadable keys aside
         self.totals = ArchiveReport()
+
+    def _redis_from_env(self) -> RedisClient:
+        """Redis from ``REDIS_URL`` (``REDIS_CLUSTER`` as the client reads it); no I/O when it
+        is down: commands then fail, and the loop backs off until it answers."""
+        from .._settings import load_settings
+
+        url = self._owned_client.redis_url if self._owned_client is not None else None
+        settings = load_settings()
+        if url is None and settings.redis_url is not None:
+            url = settings.redis_url.get_secret_value()
+        if not url:
+            raise ConfigError(
+                "REDIS_URL is not set: the archiver reads conversations from Redis "
+                "(e.g. REDIS_URL=redis://127.0.0.1:6379/0), or pass redis_client="
+            )
+        self._owned_redis = RedisConnector(
+            url,
+            cluster=settings.redis_cluster,
+            socket_connect_timeout=ARCHIVER_REDIS_CONNECT_TIMEOUT,
+            socket_timeout=ARCHIVER_REDIS_SOCKET_TIMEOUT,
+        )
+        return self._owned_redis.client()
+
+    def close(self) -> None:
+        """Close the client and Redis connection this archiver built (none given to it)."""
+        owned_redis, self._owned_redis = self._owned_redis, None
+        owned_client, self._owned_client = self._owned_client, None
+        if owned_redis is not None:
+            owned_redis.close()
+        if owned_client is not None:
+            owned_client.close()
+
+    def __enter__(self) -> ConversationArchiver:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the agents service's API
+
+    async def archive_conversation(self, conversation_id: str) -> bool:
+        """Archive one conversation now, whatever its TTL; ``True`` once the database has it.
+
+        ``False`` when nothing was stored: the conversation is not in Redis, the database
+        refused it (reason logged and kept in the dead-letter hash), or Supabase or Redis is
+        unreachable (logged; the conversation stays in Redis, unmarked, for the next pass).
+        A conversation whose user is not known yet is stored unlinked and linked later.
+        Runs in a worker thread: the event loop is never blocked.
+
+        Raises:
+            ValidationError: ``conversation_id`` is not a conversation id.
+        """
+        validate_conversation_id(conversation_id)
+        try:
+            report = await asyncio.to_thread(self.archive, [conversation_id])
+        except (BackendUnavailableError, redis.RedisError) as err:
+            logger.warning("archiving %r failed, kept in Redis: %s", conversation_id, err)
+            return False
+        return not report.failed and report.vanished == 0
+
+    async def find_conversations_to_archive(self) -> list[str]:
+        """The ids of the conversations a pass would archive now: due within ``config.window``
+        (or ended) and changed since their last archive."""
+        return await asyncio.to_thread(self._due_ids)
+
+    def _due_ids(self) -> list[str]:
+        return [c.conversation_id for page in self._finder.pages() for c in page]
+
+    async def run_archival_loop(self, interval: timedelta = ARCHIVAL_LOOP_INTERVAL) -> None:
+        """:meth:`run_forever` at the agents service's cadence: a pass every ``interval``
+        (30 minutes unless given), until :meth:`stop` or task cancellation."""
+        await self._worker.run_forever(interval)
 
     # ------------------------------------------------------------------ public entry points
 

@@ -24,12 +24,12 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import redis
 
-from .._exceptions import BackendUnavailableError
+from .._exceptions import BackendUnavailableError, ValidationError
 from .._redis import RedisClient
 from .._redis_keys import HEARTBEATS_KEY, STATS_KEY
 from ._rows import load_json
@@ -100,6 +100,7 @@ class Worker:
         self.stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._interval = config.interval
 
     def stop(self) -> None:
         """Stop picking work; safe from any thread and from a signal handler."""
@@ -107,14 +108,18 @@ class Worker:
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    async def run_forever(self) -> None:
+    async def run_forever(self, interval: timedelta | None = None) -> None:
+        """Run passes every ``interval`` (default ``config.interval``) until :meth:`stop`."""
+        self._interval = interval if interval is not None else self._config.interval
+        if self._interval <= timedelta(0):
+            raise ValidationError("interval must be positive", field="interval", rule="positive")
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         if self.stopping.is_set():
             self._wake.set()
         failures = 0
-        interval = self._config.interval.total_seconds()
-        logger.info("archiver %s started (interval %.0fs)", self.worker_id, interval)
+        seconds = self._interval.total_seconds()
+        logger.info("archiver %s started (interval %.0fs)", self.worker_id, seconds)
         try:
             while not self.stopping.is_set():
                 began = time.monotonic()
@@ -124,7 +129,7 @@ class Worker:
                     await asyncio.to_thread(self.beat, report)
                     failures = 0
                     logger.info("archive pass: %s", report.summary())
-                    delay = max(0.0, interval - (time.monotonic() - began))
+                    delay = max(0.0, seconds - (time.monotonic() - began))
                 except (BackendUnavailableError, redis.ConnectionError, redis.TimeoutError) as err:
                     failures += 1
                     delay = self._backoff(failures)
@@ -158,7 +163,7 @@ class Worker:
         Only :meth:`run_forever` writes it, so ``archive --check`` (a liveness probe) passes
         while a loop is alive, never because a one-off pass ran recently.
         """
-        ttl = max(60.0, self._config.interval.total_seconds() * 3)
+        ttl = max(60.0, self._interval.total_seconds() * 3)
         beat = {
             "at": datetime.now(UTC).isoformat(),
             "expires": time.time() + ttl,

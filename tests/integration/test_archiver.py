@@ -961,3 +961,59 @@ class _Renewals:
             self.count += 1
         self.last = ttl
         return self.count
+
+
+# ------------------------------------------------------------------------------------------------
+# The agents service's archiver API: ConversationArchiver() from the environment, async methods
+# ------------------------------------------------------------------------------------------------
+
+#: A database of its own: the archiver built from the environment works on all of REDIS_URL's.
+ENV_ARCHIVER_REDIS_DB = 13
+
+
+@pytest.fixture
+def env_redis(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[RedisClient]:
+    """REDIS_URL pointing at an empty database of this test's own; no .env files around."""
+    url = _env("REDIS_URL").rsplit("/", 1)[0] + f"/{ENV_ARCHIVER_REDIS_DB}"
+    monkeypatch.setenv("REDIS_URL", url)
+    monkeypatch.chdir(tmp_path)
+    client = connect_redis(url, cluster=False)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def test_the_agents_services_archiver_api_runs_from_the_environment(
+    env_redis: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    store = ConversationStore(env_redis)
+    first, second = (write_conversation(store, user_id, 2) for _ in range(2))
+    write_conversation(ConversationStore(env_redis, ttl=timedelta(hours=5)), user_id, 1, end=False)
+
+    async def as_the_agents_service_does() -> None:
+        with ConversationArchiver() as archiver:  # no arguments: env builds both clients
+            assert sorted(await archiver.find_conversations_to_archive()) == sorted([first, second])
+            assert await archiver.archive_conversation(first) is True
+            assert row(db, first) is not None
+            assert await archiver.archive_conversation(f"absent-{uuid.uuid4()}") is False
+
+            loop = asyncio.create_task(archiver.run_archival_loop())
+            try:
+                await asyncio.to_thread(
+                    wait_until,
+                    lambda: row(db, second) is not None and archiver.heartbeat() is not None,
+                    "run_archival_loop's first pass did not archive the second conversation",
+                )
+                beat = archiver.heartbeat()
+                assert beat is not None
+                # The heartbeat lives three intervals: 90 minutes at the 30-minute cadence
+                # (run_forever's default, 5 minutes, would give 15).
+                assert beat["expires"] - datetime.now(UTC).timestamp() > 60 * 60
+            finally:
+                archiver.stop()
+                await loop
+
+    asyncio.run(as_the_agents_service_does())
+    assert row(db, first) is not None and row(db, second) is not None
