@@ -3,7 +3,9 @@
 1. A new shop completes Shopify OAuth: user created, `oauth_complete` logged with first_time.
 2. The agents side writes conversations to Redis under that user (ConversationStore).
 3. The archiver archives them into Supabase (through PostgREST).
-4. Profile and history, read through a user-scoped client (RLS enforces the same rules).
+4. Profile and history, read over HTTP from the history router (mounted at /api/v1 as the
+   seed's agents service mounts its own, served by uvicorn), as the seed's frontend reads
+   them; another shop gets 403.
 5. The same shop returns: same usr_ id, is_new false, previous conversations visible.
 
 Each run uses a new shop, so it can run any number of times; it uses its own Redis database.
@@ -12,19 +14,31 @@ Each run uses a new shop, so it can run any number of times; it uses its own Red
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import threading
+import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
+import jwt
 import redis
+import uvicorn
+from fastapi import FastAPI, Header, HTTPException
 
 from supabase_identity import (
     ArchiverConfig,
+    AsyncIdentityClient,
     ConversationArchiver,
     ConversationStore,
     IdentityClient,
     complete_oauth,
 )
+from supabase_identity.api import history_router
 
 DEMO_REDIS_DB = 2
 SCRIPT = [
@@ -36,6 +50,75 @@ SCRIPT = [
 
 def step(text: str) -> None:
     print(f"\n> {text}")
+
+
+def current_user(authorization: str = Header(default="")) -> dict[str, Any]:
+    """The demo service's auth: a bearer token signed with the project's JWT secret."""
+    try:
+        claims = jwt.decode(
+            authorization.removeprefix("Bearer "),
+            os.environ["SUPABASE_JWT_SECRET"],
+            algorithms=["HS256"],
+            audience="authenticated",
+        )
+    except jwt.PyJWTError as err:
+        raise HTTPException(status_code=401, detail="Not authenticated") from err
+    return {"user_id": claims["app_metadata"]["user_id"]}
+
+
+def token_for(user_id: str) -> dict[str, str]:
+    """What the auth service hands the frontend after login (here: a 5-minute token)."""
+    claims = {
+        "sub": user_id,
+        "role": "authenticated",
+        "aud": "authenticated",
+        "app_metadata": {"user_id": user_id},
+        "exp": int(time.time()) + 300,
+    }
+    return {"Authorization": f"Bearer {jwt.encode(claims, os.environ['SUPABASE_JWT_SECRET'])}"}
+
+
+def agents_service() -> FastAPI:
+    """The agents service's history API: the package's router, mounted as the seed mounts it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncIdentityClient(redis_url=None) as identity:
+            app.state.identity = identity
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    router = history_router(get_current_user=current_user, client=lambda: app.state.identity)
+    app.include_router(router, prefix="/api/v1")
+    return app
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """uvicorn on a free loopback port, in a thread; stopped on exit."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start the demo's history API")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+def show(http: httpx.Client, user_id: str, path: str) -> httpx.Response:
+    """GET ``path`` as ``user_id`` and print the request line and status."""
+    response = http.get(path, headers=token_for(user_id))
+    print(f"  GET {http.base_url.path.rstrip('/')}{path} -> {response.status_code}")
+    return response
 
 
 def main() -> int:
@@ -75,33 +158,46 @@ def main() -> int:
         report = ConversationArchiver(identity, r, config=ArchiverConfig()).run_once()
         print(f"  found {report.found}, archived {report.archived}, failed {len(report.failed)}")
 
-        step("profile and history, read as the user (RLS)")
-        as_user = identity.for_user(login.user_id)
-        profile = as_user.get_user_profile(login.user_id)
-        stats = profile.stats
-        print(
-            f"  {profile.user_id} {profile.shop_domain} {profile.email}: "
-            f"{stats.total_conversations} conversations, {stats.total_messages} messages, "
-            f"{stats.total_events} events"
-        )
-        for item in as_user.get_user_conversations(login.user_id, limit=10).items:
+        step("the frontend reads profile and history over HTTP (the router, RLS behind it)")
+        with serving(agents_service()) as base, httpx.Client(base_url=f"{base}/api/v1") as http:
+            user = login.user_id
+            profile = show(http, user, f"/users/{user}/profile").json()
+            stats = profile["stats"]
             print(
-                f"  {item.started_at:%H:%M}  {item.workflow_name:<20} {item.message_count} messages"
+                f"    {profile['shop_domain']} {profile['email']}: "
+                f"{stats['total_conversations']} conversations, {stats['total_messages']} "
+                f"messages, {stats['total_events']} events"
             )
+            listing = show(http, user, f"/users/{user}/conversations?limit=10").json()
+            for item in listing["conversations"]:
+                started_at = datetime.fromisoformat(item["started_at"])
+                print(
+                    f"    {started_at:%H:%M}  {item['workflow']:<20} "
+                    f"{item['message_count']} messages"
+                )
+            newest = listing["conversations"][0]["id"]
+            detail = show(http, user, f"/users/{user}/conversations/{newest}").json()
+            for message in detail["messages"]:
+                print(f"    {message['sender']:>8}: {message['content']}")
+            stranger = complete_oauth(f"other-{shop}", redis_client=r, client=identity)
+            denied = show(http, stranger.user_id, f"/users/{user}/conversations")
+            print(f"    (as {stranger.shop_domain}: {denied.json()['detail']})")
 
         step(f"{shop} logs in again")
         back = complete_oauth(shop, redis_client=r, client=identity)
-        page = identity.for_user(back.user_id).get_user_conversations(back.user_id)
         same = back.user_id == login.user_id
         print(f"  user {back.user_id}  is_new={back.is_new}  same id: {same}")
-        print(f"  previous conversations visible: {page.total}")
+        with serving(agents_service()) as base, httpx.Client(base_url=f"{base}/api/v1") as http:
+            page = show(http, back.user_id, f"/users/{back.user_id}/conversations").json()
+        print(f"  previous conversations visible: {page['total']}")
 
     ok = (
         login.is_new
         and not back.is_new
         and same
         and report.archived == len(SCRIPT)
-        and page.total == len(SCRIPT)
+        and page["total"] == len(SCRIPT)
+        and denied.status_code == 403
     )
     print("\ndemo: OK" if ok else "\ndemo: FAILED")
     r.close()

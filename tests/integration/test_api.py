@@ -10,12 +10,13 @@ schemathesis (no 5xx; every response matches the schema).
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -31,9 +32,17 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from supabase_identity import AsyncIdentityClient, IdentityClient, conversation_uuid
+from supabase_identity import (
+    AsyncIdentityClient,
+    ConversationArchiver,
+    ConversationStore,
+    IdentityClient,
+    complete_oauth,
+    conversation_uuid,
+)
 from supabase_identity._constants import USER_ID_PATTERN
 from supabase_identity._exceptions import ValidationError
+from supabase_identity._redis import connect_redis
 from supabase_identity._validation import validate_user_id
 from supabase_identity.api import history_router
 
@@ -75,40 +84,48 @@ def build_app() -> FastAPI:
     return app
 
 
-@pytest.fixture(scope="session")
-def api_url(gw_env: GatewayEnv, gw_client: httpx.Client) -> Iterator[str]:
-    """Serve :func:`build_app` with uvicorn on a loopback socket; yield its base URL.
+@contextmanager
+def serve(app: FastAPI, name: str) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a loopback socket in a thread; yield its base URL.
 
-    ``gw_env``/``gw_client`` fail the session with a clear message when the stack's variables
-    are missing or the gateway does not answer.
+    The server is stopped and its thread joined before this returns.
     """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        build_app(),
+        app,
         log_level="warning",
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="history-api", daemon=True
-    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
     thread.start()
     try:
         wait_until(
             lambda: server.started or not thread.is_alive(),
-            "uvicorn did not start the history API app (see its log above)",
+            f"uvicorn did not start {name} (see its log above)",
         )
-        assert thread.is_alive(), "uvicorn exited while starting the history API app"
+        assert thread.is_alive(), f"uvicorn exited while starting {name}"
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
-    assert not thread.is_alive(), "uvicorn did not shut down"
+    assert not thread.is_alive(), f"uvicorn did not shut down {name}"
+
+
+@pytest.fixture(scope="session")
+def api_url(gw_env: GatewayEnv, gw_client: httpx.Client) -> Iterator[str]:
+    """Serve :func:`build_app` with uvicorn; yield its base URL.
+
+    ``gw_env``/``gw_client`` fail the session with a clear message when the stack's variables
+    are missing or the gateway does not answer.
+    """
+    with serve(build_app(), "history-api") as url:
+        yield url
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -199,7 +216,9 @@ def test_offset_pages_newest_first_with_total(http: httpx.Client, seeded: Seeded
     assert seen == newest_first
     started = [
         datetime.fromisoformat(item["started_at"])
-        for item in get(http, seeded.user, f"/users/{seeded.user}/conversations").json()["conversations"]
+        for item in get(http, seeded.user, f"/users/{seeded.user}/conversations").json()[
+            "conversations"
+        ]
     ]
     assert started == sorted(started, reverse=True)
     past_the_end = get(http, seeded.user, f"/users/{seeded.user}/conversations", offset=1000)
@@ -457,3 +476,125 @@ def test_user_id_format_agrees_everywhere(
     with IdentityClient(redis_url=None) as service:  # new ids keep their format
         new_id, is_new = service.get_or_create_user(sdk_shop("ids-new"))
     assert is_new and re.fullmatch(r"usr_[0-9a-f]{24}", new_id), new_id
+
+
+# --- the seed's end-to-end flows (6.1-6.3) over HTTP ------------------------------------------
+
+#: A Redis database of its own for the chats of the end-to-end flow.
+E2E_REDIS_DB = 14
+
+
+def build_seed_app() -> FastAPI:
+    """The agents service's app as the seed mounts its router: ``prefix="/api/v1"``."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncIdentityClient(redis_url=None) as identity:
+            app.state.identity = identity
+            yield
+
+    app = FastAPI(title="agents-service-under-test", lifespan=lifespan)
+    router = history_router(get_current_user=caller_from_header, client=lambda: app.state.identity)
+    app.include_router(router, prefix="/api/v1")
+    return app
+
+
+def _anonymous_chat(store: ConversationStore, words: str) -> str:
+    """A chat started before the merchant logged in: no user, no merchant on its session."""
+    conversation_id = str(uuid.uuid4())
+    store.create_session(conversation_id, workflow_name="shopify_onboarding")
+    for i, content in enumerate((f"hello, {words}", "let me connect your shop", "done")):
+        store.append_message(
+            conversation_id, sender="user" if i % 2 == 0 else "cj", content=content
+        )
+    return conversation_id
+
+
+def test_the_seeds_flows_end_to_end_over_http(
+    gw_env: GatewayEnv, db: psycopg.Connection[Any]
+) -> None:
+    """6.1 new user, 6.2 returning user, 6.3 archival, read over HTTP as the seed's frontend."""
+    url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + f"/{E2E_REDIS_DB}"
+    r = connect_redis(url, cluster=False)
+    r.flushdb()
+    shop = sdk_shop("e2e")
+    try:
+        with (
+            IdentityClient(redis_url=None) as service,
+            serve(build_seed_app(), "agents-service") as base,
+            httpx.Client(base_url=f"{base}/api/v1", timeout=30) as http,
+        ):
+            store = ConversationStore(r)
+            archiver = ConversationArchiver(service, r)
+
+            # 6.1: an anonymous chat, then the merchant completes OAuth inside it.
+            first = _anonymous_chat(store, "first visit")
+            login = complete_oauth(
+                shop,
+                redis_client=r,
+                client=service,
+                email="owner@example.com",
+                conversation_id=first,
+            )
+            assert login.is_new
+            user = login.user_id
+            store.end_conversation(first)
+            # 6.3: the archiver stores it, linked to the user the login put on its session.
+            assert archiver.run_once().archived == 1
+            service.flush_events()
+            events = db.execute(
+                "select event_data from identity.events"
+                " where user_id = %s and event_type = 'oauth_complete'",
+                (user,),
+            ).fetchall()
+            assert [e[0]["first_time"] for e in events] == [True]
+
+            listing = get(http, user, f"/users/{user}/conversations").json()
+            assert (listing["total"], listing["limit"], listing["offset"]) == (1, 20, 0)
+            (item,) = listing["conversations"]
+            assert (item["id"], item["workflow"], item["message_count"]) == (
+                first,
+                "shopify_onboarding",
+                3,
+            )
+            detail = get(http, user, f"/users/{user}/conversations/{first}").json()
+            assert [m["content"] for m in detail["messages"]] == [
+                "hello, first visit",
+                "let me connect your shop",
+                "done",
+            ]
+            profile = get(http, user, f"/users/{user}/profile").json()
+            assert (profile["user_id"], profile["shop_domain"], profile["email"]) == (
+                user,
+                shop,
+                "owner@example.com",
+            )
+            assert profile["stats"]["total_conversations"] == 1
+
+            # 6.2: the same shop comes back in a new chat: same id, earlier history visible.
+            second = _anonymous_chat(store, "second visit")
+            again = complete_oauth(shop, redis_client=r, client=service, conversation_id=second)
+            assert (again.user_id, again.is_new) == (user, False)
+            store.end_conversation(second)
+            assert archiver.run_once().archived == 1
+            listing = get(http, user, f"/users/{user}/conversations").json()
+            assert [c["id"] for c in listing["conversations"]] == [second, first]
+            assert (
+                get(http, user, f"/users/{user}/profile").json()["stats"]["total_conversations"]
+                == 2
+            )
+
+            # Another merchant reads nothing of it.
+            other = complete_oauth(sdk_shop("e2e-other"), redis_client=r, client=service)
+            for path in ("conversations", f"conversations/{first}", "profile"):
+                answer = get(http, other.user_id, f"/users/{user}/{path}")
+                assert answer.status_code == 403, (path, answer.text)
+            assert (
+                get(http, other.user_id, f"/users/{other.user_id}/conversations").json()[
+                    "conversations"
+                ]
+                == []
+            )
+    finally:
+        r.flushdb()
+        r.close()
