@@ -377,6 +377,10 @@ def resolve_credentials(**sources: Unpack[CredentialSources]) -> Credentials:
             "API URL, https://<project-ref>.supabase.co, or http://127.0.0.1:54321 for the "
             "local stack (`scripts/stack env` prints it)."
         )
+    replaced = {"anon_key"} if sources["public_key"] is not None else set()
+    if key is not None:
+        replaced |= {"service_role_key", "anon_key"}
+    settings.check_one_project(ignore=replaced)
     service = _secret(settings.service_role_key)
     anon = sources["public_key"] or _secret(settings.anon_key)
     if access_token is not None:
@@ -393,7 +397,8 @@ def resolve_credentials(**sources: Unpack[CredentialSources]) -> Credentials:
     if not api_key:
         raise ConfigError(
             "No Supabase API key: set SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SECRET_KEY) for a "
-            "backend service, or SUPABASE_ANON_KEY (or SUPABASE_PUBLISHABLE_KEY)."
+            "backend service, or SUPABASE_ANON_KEY (or SUPABASE_PUBLISHABLE_KEY); "
+            "IDENTITY_SUPABASE_… when the URL is IDENTITY_SUPABASE_URL."
         )
     resolved_redis = _secret(settings.redis_url) if isinstance(redis_url, NotGiven) else redis_url
     return Credentials(

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -122,6 +122,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    _generic_url_set: bool = PrivateAttr(default=False)
 
     @property
     def sources(self) -> Mapping[str, str]:
@@ -136,6 +137,27 @@ class Settings(BaseModel):
     redis_url: SecretStr | None = None
     #: ``REDIS_CLUSTER``: force cluster mode on or off; ``None`` detects it from the node.
     redis_cluster: bool | None = None
+
+    def check_one_project(self, *, ignore: Collection[str] = ()) -> None:
+        """Refuse keys of another project: the URL from ``IDENTITY_SUPABASE_URL``, a key from a
+        generic ``SUPABASE_*`` name, and ``SUPABASE_URL`` set too (so those name another one).
+
+        ``ignore`` lists settings an explicit argument replaces.
+        """
+        if not self._generic_url_set or not self._sources.get("supabase_url", "").startswith(
+            IDENTITY_PREFIX
+        ):
+            return
+        for setting in ("service_role_key", "anon_key", "jwt_secret"):
+            origin = self._sources.get(setting)
+            if setting in ignore or origin is None or origin.startswith((IDENTITY_PREFIX, "the ")):
+                continue
+            name = origin.split(" ", 1)[0]
+            raise ConfigError(
+                f"{origin} belongs with SUPABASE_URL's project, but the URL in use comes from "
+                f"IDENTITY_SUPABASE_URL: that key would be sent to another project. Set "
+                f"{IDENTITY_PREFIX}{name} to the identity project's value."
+            )
 
     @field_validator("supabase_url")
     @classmethod
@@ -346,6 +368,7 @@ def load_settings(
             sources[setting] = origins[setting] = f"the {_ARGUMENTS.get(setting, setting)} argument"
     settings = build_settings(data, sources=sources)
     settings._sources.update(origins)
+    settings._generic_url_set = any("SUPABASE_URL" in layer for _, layer in layers)
     return settings
 
 

@@ -576,13 +576,14 @@ def test_doctor_says_where_each_setting_came_from(
         "doctor",
         env={
             "IDENTITY_SUPABASE_URL": BASE_URL,
-            "SUPABASE_URL": "https://etl-project.supabase.co",
-            "SUPABASE_SERVICE_ROLE_KEY": None,
+            "IDENTITY_SUPABASE_ANON_KEY": ANON_KEY,
+            "IDENTITY_SUPABASE_JWT_SECRET": JWT_SECRET,
+            "SUPABASE_URL": "https://etl-project.supabase.co",  # the other project's stay
         },
     )
     detail = checks(result)["configuration"]["detail"]
     assert detail.startswith(f"SUPABASE_URL={BASE_URL} ("), detail
     assert "URL from IDENTITY_SUPABASE_URL (environment)" in detail
     assert "service key from IDENTITY_SUPABASE_SERVICE_ROLE_KEY (.env.local)" in detail
-    assert "public key from SUPABASE_ANON_KEY (environment)" in detail
-    assert "JWT secret from SUPABASE_JWT_SECRET (environment)" in detail
+    assert "public key from IDENTITY_SUPABASE_ANON_KEY (environment)" in detail
+    assert "JWT secret from IDENTITY_SUPABASE_JWT_SECRET (environment)" in detail

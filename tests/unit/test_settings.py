@@ -293,3 +293,27 @@ def test_the_seeds_postgres_url_says_what_to_set_instead(
     assert "IDENTITY_SUPABASE_SERVICE_ROLE_KEY" in text
     for part in (SEED_PASSWORD, "s3cr3t", "P@ss", "word[1]"):
         assert part not in text
+
+
+def test_a_key_of_the_other_project_is_refused(tmp_path: Path) -> None:
+    """IDENTITY_SUPABASE_URL with only the generic service key, while SUPABASE_URL names
+    another project: that key belongs to the other project and must not be sent."""
+    _write(tmp_path, ".env.local", IDENTITY_SUPABASE_URL="https://ident.supabase.co")
+    with pytest.raises(ConfigError) as info:
+        IdentityClient.from_env(env_dir=tmp_path, environ=ETL)
+    text = str(info.value)
+    assert "SUPABASE_SERVICE_ROLE_KEY (environment) belongs with SUPABASE_URL's project" in text
+    assert "Set IDENTITY_SUPABASE_SERVICE_ROLE_KEY" in text
+    assert "etl-service-key" not in text
+    # Without a second project the generic names are the fallback, as `supabase status` has them.
+    alone = {k: v for k, v in ETL.items() if k != "SUPABASE_URL"} | {
+        "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY
+    }
+    with IdentityClient.from_env(env_dir=tmp_path, environ=alone) as client:
+        assert client.base_url == "https://ident.supabase.co"
+    # An explicit key argument replaces the other project's.
+    etl_url_and_key = {n: ETL[n] for n in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY")}
+    with IdentityClient.from_env(
+        env_dir=tmp_path, environ=etl_url_and_key, key=SERVICE_KEY
+    ) as client:
+        assert client.base_url == "https://ident.supabase.co"
