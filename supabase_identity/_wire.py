@@ -59,16 +59,20 @@ class ConversationListItem(_Wire):
     @classmethod
     def from_summary(cls, summary: ConversationSummary, **extra: Any) -> ConversationListItem:
         """The wire form of an SDK summary; ``extra`` fills a subclass's own fields."""
-        return cls(
-            id=str(summary.id),
-            workflow=summary.workflow_name,
-            started_at=summary.started_at,
-            ended_at=summary.ended_at,
-            message_count=summary.message_count,
-            metadata=summary.metadata,
-            source_id=summary.source_id,
-            **extra,
-        )
+        return cls(**_summary_fields(summary), **extra)
+
+
+def _summary_fields(summary: ConversationSummary) -> dict[str, Any]:
+    """The fields a list item and a detail share, under their wire names."""
+    return {
+        "id": str(summary.id),
+        "workflow": summary.workflow_name,
+        "started_at": summary.started_at,
+        "ended_at": summary.ended_at,
+        "message_count": summary.message_count,
+        "metadata": summary.metadata,
+        "source_id": summary.source_id,
+    }
 
 
 class ConversationList(_Wire):
@@ -119,21 +123,8 @@ class ConversationDetail(_Wire):
     @classmethod
     def from_conversation(cls, conversation: Conversation) -> ConversationDetail:
         """The wire form of an SDK conversation."""
-        return cls(
-            id=str(conversation.id),
-            workflow=conversation.workflow_name,
-            started_at=conversation.started_at,
-            ended_at=conversation.ended_at,
-            messages=conversation.messages,
-            metadata=conversation.metadata,
-            source_id=conversation.source_id,
-            user_id=conversation.user_id,
-            merchant_id=conversation.merchant_id,
-            message_count=conversation.message_count,
-            created_at=conversation.created_at,
-            updated_at=conversation.updated_at,
-            archived_at=conversation.archived_at,
-        )
+        # The other fields share their names with the SDK's; the renamed ones come after.
+        return cls.model_validate({**conversation.model_dump(), **_summary_fields(conversation)})
 
 
 class ProfileStats(_Wire):
@@ -162,21 +153,4 @@ class Profile(_Wire):
     @classmethod
     def from_profile(cls, profile: UserProfile) -> Profile:
         """The wire form of an SDK profile."""
-        stats = profile.stats
-        return cls(
-            user_id=profile.user_id,
-            shop_domain=profile.shop_domain,
-            email=profile.email,
-            name=profile.name,
-            created_at=profile.created_at,
-            last_seen=profile.last_seen,
-            stats=ProfileStats(
-                total_conversations=stats.total_conversations,
-                first_conversation=stats.first_conversation,
-                last_conversation=stats.last_conversation,
-                total_messages=stats.total_messages,
-                total_events=stats.total_events,
-            ),
-            shopify_id=profile.shopify_id,
-            metadata=profile.metadata,
-        )
+        return cls.model_validate(profile, from_attributes=True)  # same names, stats too

@@ -68,8 +68,9 @@ def caller_from_header(request: Request) -> dict[str, str] | None:
     return None if user_id is None else {"user_id": user_id}
 
 
-def build_app() -> FastAPI:
-    """A FastAPI app the way a service mounts the router (client owned by the app's lifespan)."""
+def build_app(*, prefix: str = "") -> FastAPI:
+    """A FastAPI app the way a service mounts the router (client owned by the app's lifespan);
+    ``prefix`` as given to ``include_router`` (the seed's agents service uses ``/api/v1``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,7 +80,8 @@ def build_app() -> FastAPI:
 
     app = FastAPI(title="history-api-under-test", lifespan=lifespan)
     app.include_router(
-        history_router(get_current_user=caller_from_header, client=lambda: app.state.identity)
+        history_router(get_current_user=caller_from_header, client=lambda: app.state.identity),
+        prefix=prefix,
     )
     return app
 
@@ -484,21 +486,6 @@ def test_user_id_format_agrees_everywhere(
 E2E_REDIS_DB = 14
 
 
-def build_seed_app() -> FastAPI:
-    """The agents service's app as the seed mounts its router: ``prefix="/api/v1"``."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with AsyncIdentityClient(redis_url=None) as identity:
-            app.state.identity = identity
-            yield
-
-    app = FastAPI(title="agents-service-under-test", lifespan=lifespan)
-    router = history_router(get_current_user=caller_from_header, client=lambda: app.state.identity)
-    app.include_router(router, prefix="/api/v1")
-    return app
-
-
 def _anonymous_chat(store: ConversationStore, words: str) -> str:
     """A chat started before the merchant logged in: no user, no merchant on its session."""
     conversation_id = str(uuid.uuid4())
@@ -521,7 +508,7 @@ def test_the_seeds_flows_end_to_end_over_http(
     try:
         with (
             IdentityClient(redis_url=None) as service,
-            serve(build_seed_app(), "agents-service") as base,
+            serve(build_app(prefix="/api/v1"), "agents-service") as base,
             httpx.Client(base_url=f"{base}/api/v1", timeout=30) as http,
         ):
             store = ConversationStore(r)
