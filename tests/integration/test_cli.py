@@ -277,7 +277,9 @@ def test_doctor_passes_against_the_stack(cli: Cli) -> None:
     assert [c["name"] for c in report["checks"]] == CHECK_NAMES
     assert all(c["status"] == "pass" and c["ok"] is True for c in report["checks"]), report
     by_name = {c["name"]: c for c in report["checks"]}
-    assert by_name["configuration"]["detail"] == f"SUPABASE_URL={cli.env['SUPABASE_URL']}"
+    detail = by_name["configuration"]["detail"]
+    assert detail.startswith(f"SUPABASE_URL={cli.env['SUPABASE_URL']} (URL from SUPABASE_URL ")
+    assert "service key from SUPABASE_SERVICE_ROLE_KEY (environment)" in detail
     assert "service" in by_name["key"]["detail"]
     assert by_name["RLS"]["detail"] == "enabled on every table (4)"
 
@@ -328,7 +330,7 @@ def test_doctor_with_only_the_anon_key_fails_on_the_key(cli: Cli) -> None:
         assert "service key" in by_name[name]["detail"]
 
     text = cli.run("doctor", "--no-json", env=env)
-    key_line = next(line for line in text.stdout.splitlines() if " key " in line)
+    key_line = next(line for line in text.stdout.splitlines() if line.split()[1:2] == ["key"])
     assert key_line.startswith("FAIL")
     assert "public (anon) key" in key_line
     assert "fix: set SUPABASE_SERVICE_ROLE_KEY" in key_line
