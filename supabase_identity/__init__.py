@@ -5,6 +5,7 @@ Public surface (everything else is private and may change)::
     from supabase_identity import IdentityClient, AsyncIdentityClient
     from supabase_identity import get_or_create_user, log_user_event, get_user_profile
     from supabase_identity import get_user_conversations, get_conversation, flush_events
+    from supabase_identity import search_conversations
     from supabase_identity import IdentityError, ValidationError, NotFoundError, ...
     from supabase_identity import IdentityStats, read_archiver_stats, run_maintenance
 
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         get_user_conversations,
         get_user_profile,
         log_user_event,
+        search_conversations,
         set_default_client,
     )
     from ._keys import KeyInfo, Privilege, classify_key, mint_user_token, redact, user_subject
@@ -76,6 +78,8 @@ if TYPE_CHECKING:
         OutboxEvent,
         OutboxStats,
         RemovedConversation,
+        SearchHit,
+        SearchPage,
         StorageStats,
         TableStorage,
         UnlinkedCleanupResult,
@@ -139,6 +143,8 @@ _LAZY: dict[str, str] = {
     "Privilege": "._keys",
     "RedisOutbox": "._outbox",
     "RemovedConversation": "._models",
+    "SearchHit": "._models",
+    "SearchPage": "._models",
     "Settings": "._settings",
     "StorageStats": "._models",
     "TableStorage": "._models",
@@ -165,6 +171,7 @@ _LAZY: dict[str, str] = {
     "read_archiver_stats": "._monitoring",
     "redact": "._keys",
     "run_maintenance": "._monitoring",
+    "search_conversations": "._default",
     "set_default_client": "._default",
     "user_subject": "._keys",
     "validate_event_data": "._validation",
@@ -239,6 +246,8 @@ __all__ = [
     "RedisOutbox",
     "RemovedConversation",
     "SchemaNotExposedError",
+    "SearchHit",
+    "SearchPage",
     "Settings",
     "StorageStats",
     "TableStorage",
@@ -267,6 +276,7 @@ __all__ = [
     "read_archiver_stats",
     "redact",
     "run_maintenance",
+    "search_conversations",
     "set_default_client",
     "user_subject",
     "validate_event_data",

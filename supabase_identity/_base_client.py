@@ -81,6 +81,8 @@ from ._models import (
     EventsMoveResult,
     IdentityStats,
     OutboxEvent,
+    SearchAnswer,
+    SearchPage,
     UnlinkedCleanupResult,
     UserProfile,
 )
@@ -95,6 +97,7 @@ from ._validation import (
     validate_json,
     validate_optional_text,
     validate_page,
+    validate_search_query,
     validate_text,
     validate_user_id,
 )
@@ -689,6 +692,17 @@ class BaseIdentityClient:
             query.append(("or", f"(started_at.lt.{ts},and(started_at.eq.{ts},id.lt.{conv_id}))"))
         return self._spec("conversations", template, query)
 
+    def _spec_search_conversations(
+        self, rest: RestClient, user_id: str, query: str, limit: int, offset: int
+    ) -> RequestSpec:
+        params = {
+            "user_id": validate_user_id(user_id),
+            "query": validate_search_query(query),
+            "max_results": validate_page(limit, offset)[0],
+            "skip": offset,
+        }
+        return self._spec_call(rest, "search_conversations", encode_json(params))
+
     def _spec_get_conversation(
         self, rest: RestClient, user_id: str, conversation_id: str | uuid.UUID
     ) -> RequestSpec:
@@ -940,6 +954,23 @@ class BaseIdentityClient:
         cursor = encode_cursor(items[-1].started_at, items[-1].id) if items and more else None
         return ConversationPage.model_construct(  # every field is built right here
             items=items, total=total, limit=limit, offset=offset, next_cursor=cursor
+        )
+
+    def _parse_search(
+        self, spec: RequestSpec, response: httpx.Response, user_id: str
+    ) -> SearchPage:
+        try:  # straight from the bytes, like a history page (the hits omit user_id)
+            answer = SearchAnswer.model_validate_json(
+                response.content, context={"user_id": user_id}
+            )
+        except pydantic.ValidationError as err:
+            text = response.content[:200].decode("utf-8", "replace")
+            raise self._shape_error(spec.operation, text, err) from err
+        return SearchPage.model_construct(  # every field is built right here
+            items=answer.conversations,
+            total=answer.total,
+            limit=answer.limit,
+            offset=answer.offset,
         )
 
     def _parse_conversation(self, user_id: str, conversation_id: str, data: Any) -> Conversation:

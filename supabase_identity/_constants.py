@@ -81,6 +81,8 @@ MAX_CURSOR_LENGTH: Final = 512
 MIN_PAGE_LIMIT: Final = 1
 MAX_PAGE_LIMIT: Final = 100
 DEFAULT_PAGE_LIMIT: Final = 20
+#: identity.search_conversations refuses longer queries (websearch_to_tsquery syntax).
+MAX_SEARCH_QUERY_LENGTH: Final = 1000
 
 #: Conversation list columns: what a history list shows, and no ``messages``, so a page never
 #: ships message bodies. ``user_id`` is the filter (filled in by the client) and the
@@ -131,6 +133,7 @@ REQUIRED_FUNCTIONS: Final = (
     "health",
     "link_conversations",
     "record_events",
+    "search_conversations",
     "stats",
 )
 EVENT_COLUMNS: Final = "id,user_id,event_type,event_data,created_at,received_at"

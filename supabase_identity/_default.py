@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ._models import Conversation, ConversationPage, FlushResult, UserProfile
+from ._models import Conversation, ConversationPage, FlushResult, SearchPage, UserProfile
 from ._sync._client import IdentityClient
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "get_user_conversations",
     "get_user_profile",
     "log_user_event",
+    "search_conversations",
     "set_default_client",
 ]
 
@@ -110,3 +111,11 @@ def get_user_conversations(user_id: str, limit: int = 20, offset: int = 0) -> Co
 def get_conversation(user_id: str, conversation_id: str | uuid.UUID) -> Conversation:
     """One conversation with messages; raises ``NotFoundError`` when absent or not the user's."""
     return get_default_client().get_conversation(user_id, conversation_id)
+
+
+def search_conversations(user_id: str, query: str, limit: int = 20, offset: int = 0) -> SearchPage:
+    """The user's conversations matching ``query`` (web-search syntax), most relevant first.
+
+    See :meth:`IdentityClient.search_conversations`.
+    """
+    return get_default_client().search_conversations(user_id, query, limit, offset)

@@ -29,6 +29,8 @@ __all__ = [
     "OutboxEvent",
     "OutboxStats",
     "RemovedConversation",
+    "SearchHit",
+    "SearchPage",
     "StorageStats",
     "TableStorage",
     "UnlinkedCleanupResult",
@@ -126,6 +128,46 @@ class ConversationPage(_Model):
     def has_more(self) -> bool:
         """Whether another page exists after this one."""
         return self.next_cursor is not None
+
+
+class SearchHit(ConversationSummary):
+    """A conversation a search found: the history list's fields plus ``rank`` and ``snippet``.
+
+    ``snippet`` is a short excerpt of the first matching message, HTML-escaped, the matched
+    words wrapped in ``<mark>…</mark>`` (safe to insert into a page as HTML). ``rank`` is the
+    relevance (``ts_rank``, message contents weighted over the workflow name, normalized by
+    length): higher is more relevant, comparable only within one search.
+    """
+
+    rank: float
+    snippet: str | None = None
+
+
+class SearchPage(_Model):
+    """A page of search hits, most relevant first (ties: newest first).
+
+    ``total`` counts every conversation the query matches that the caller may see; a query of
+    stop words only matches nothing (an empty page, ``total == 0``).
+    """
+
+    items: list[SearchHit]
+    total: int
+    limit: int
+    offset: int = 0
+
+    @property
+    def has_more(self) -> bool:
+        """Whether another page of hits exists after this one."""
+        return self.offset + len(self.items) < self.total
+
+
+class SearchAnswer(_Model):
+    """What ``identity.search_conversations`` returns (parsed in one call from its bytes)."""
+
+    conversations: list[SearchHit]
+    total: int
+    limit: int
+    offset: int
 
 
 class OutboxEvent(_Model):

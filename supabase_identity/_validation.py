@@ -29,6 +29,7 @@ from ._constants import (
     MAX_EVENT_TYPE_LENGTH,
     MAX_JSON_DEPTH,
     MAX_PAGE_LIMIT,
+    MAX_SEARCH_QUERY_LENGTH,
     MIN_PAGE_LIMIT,
     SHOP_DOMAIN_PATTERN,
     USER_ID_BODY_MAX,
@@ -49,6 +50,7 @@ __all__ = [
     "validate_json",
     "validate_optional_text",
     "validate_page",
+    "validate_search_query",
     "validate_text",
     "validate_text_map",
     "validate_user_id",
@@ -329,6 +331,23 @@ def validate_optional_text(value: str | None, *, field: str, max_length: int) ->
             rule="no_nul",
         )
     return validate_text(value, field=field, max_length=max_length)
+
+
+def validate_search_query(query: str) -> str:
+    """Check a search query: text with a word character or symbol, at most 1000 characters.
+
+    The same rules as ``identity.search_conversations``, checked before any request so the
+    error names the field and the rule. A query of stop words only (``"the"``) is valid: it
+    finds nothing.
+    """
+    validate_text(query, field="query", max_length=MAX_SEARCH_QUERY_LENGTH, required=True)
+    if "\x00" in query:
+        raise ValidationError(
+            "query contains a NUL character, which Postgres text rejects",
+            field="query",
+            rule="no_nul",
+        )
+    return query
 
 
 def validate_page(limit: int, offset: int) -> tuple[int, int]:

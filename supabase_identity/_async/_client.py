@@ -75,6 +75,7 @@ from .._models import (
     IdentityStats,
     OutboxEvent,
     OutboxStats,
+    SearchPage,
     UnlinkedCleanupResult,
     UserProfile,
 )
@@ -406,6 +407,33 @@ class AsyncIdentityClient(BaseIdentityClient):
         spec = self._spec_list_conversations(self._rest, user_id, limit, offset, cursor)
         response = await self._request(spec, timeout=timeout, ok_statuses=(416,))
         return self._parse_page(spec, response, user_id, limit, offset, keyset=cursor is not None)
+
+    async def search_conversations(
+        self,
+        user_id: str,
+        query: str,
+        limit: int = DEFAULT_PAGE_LIMIT,
+        offset: int = 0,
+        *,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+    ) -> SearchPage:
+        """The user's conversations matching ``query``, most relevant first, with the total.
+
+        ``query`` is web-search syntax: words (stemmed: ``shipped`` finds ``shipping``),
+        ``"quoted phrases"``, ``-excluded`` words and ``or``. Each hit is the history list's
+        summary plus ``rank`` and a ``snippet`` with the matched words in ``<mark>`` tags. One
+        HTTP request (``identity.search_conversations``); it runs as the caller, so a
+        user-scoped client finds only its own user's conversations. A query of stop words only
+        (``"the"``) returns an empty page.
+
+        Raises:
+            ValidationError: ``query`` is empty, blank or over 1000 characters; or a bad
+                ``user_id``, ``limit`` (1..100) or ``offset`` (>= 0).
+            PermissionDeniedError: the client holds only the public key (anon may not search).
+        """
+        spec = self._spec_search_conversations(self._rest, user_id, query, limit, offset)
+        response = await self._request(spec, timeout=timeout)
+        return self._parse_search(spec, response, user_id)
 
     async def get_conversation(
         self,

@@ -110,6 +110,8 @@ def _answer_rpc(request: httpx.Request) -> httpx.Response:
         return record_events_answer(request)
     if name == "get_user_profile":
         return httpx.Response(200, json=PROFILE)
+    if name == "search_conversations":
+        return httpx.Response(200, json={"conversations": [], "total": 0, "limit": 20, "offset": 0})
     return httpx.Response(200, json={})
 
 
@@ -180,6 +182,8 @@ def test_reads(service: IdentityClient, user_id: Any, conversation_id: Any, curs
     own_error_or_success(lambda: service.get_conversation(user_id, conversation_id))
     own_error_or_success(lambda: service.get_user_conversations(USER_ID, cursor=cursor))
     own_error_or_success(lambda: service.get_user_conversations(user_id, limit=5))
+    own_error_or_success(lambda: service.search_conversations(USER_ID, cursor))
+    own_error_or_success(lambda: service.search_conversations(user_id, "refund"))
     own_error_or_success(lambda: list(service.iter_user_conversations(user_id)))
     own_error_or_success(lambda: service.for_user(user_id))
 

@@ -47,6 +47,7 @@ def test_health_reports_missing_functions(client: IdentityClient, api: respx.Moc
         "delete_unlinked_conversations",
         "get_user_profile",
         "link_conversations",
+        "search_conversations",
         "stats",
     ]
     assert report["tables"] == [{"name": "users", "rls": True}]
@@ -126,7 +127,7 @@ async def test_async_iter_user_events_and_ping_redis_match_the_sync_twin(
 
 async def test_async_rpc_and_iterator(aclient: AsyncIdentityClient, api: respx.MockRouter) -> None:
     api.post("/rpc/health").respond(200, json={"tables": [], "functions": []})
-    assert len((await aclient.health())["missing_functions"]) == 10
+    assert len((await aclient.health())["missing_functions"]) == 11
     rows = _rows(1)
     api.get("/conversations").respond(200, json=rows, headers={"Content-Range": "0-0/1"})
     got = [c async for c in aclient.iter_user_conversations(USER_ID)]
