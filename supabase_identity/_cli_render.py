@@ -1,4 +1,5 @@
-"""How ``stats`` and ``maintain`` look on a terminal: Rich tables with small charts.
+"""How ``stats``, ``maintain`` and ``history --search`` look on a terminal: Rich tables with
+small charts, search hits with their matched words highlighted.
 
 Sparklines for the per-hour and per-day series and size bars for the tables; everything fits
 80 columns, and wider terminals get the bars and an extra column. Imported by the CLI only.
@@ -6,7 +7,9 @@ Sparklines for the per-hour and per-day series and size bars for the tables; eve
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections.abc import Sequence
 
 from rich import box
@@ -14,10 +17,18 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ._models import ArchiverStats, IdentityStats
+from ._models import ArchiverStats, IdentityStats, SearchHit
 from ._monitoring import MaintenanceRun
 
-__all__ = ["bar", "human_bytes", "render_maintenance", "render_stats", "sparkline"]
+__all__ = [
+    "bar",
+    "human_bytes",
+    "render_maintenance",
+    "render_search_hit",
+    "render_stats",
+    "snippet_text",
+    "sparkline",
+]
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 #: Shown for a metric with no value (no samples, no users).
@@ -272,3 +283,36 @@ def render_maintenance(run: MaintenanceRun) -> RenderableType:
         tables = ", ".join(run.analyze.tables)
         lines.append(Text(f"analyze: {tables}" + (" (not run)" if run.dry_run else "")))
     return Group(*lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# history --search
+# ------------------------------------------------------------------------------------------------
+
+#: How a matched word of a snippet is shown (rich drops the style when stdout is no terminal).
+MATCH_STYLE = "bold black on yellow"
+_MARK_RE = re.compile(r"<mark>(.*?)</mark>", re.DOTALL)
+
+
+def snippet_text(snippet: str) -> Text:
+    """A search snippet (HTML-escaped, matches in ``<mark>`` tags) as text for the terminal:
+    entities decoded, tags removed, each match in :data:`MATCH_STYLE`."""
+    text = Text()
+    last = 0
+    for match in _MARK_RE.finditer(snippet):
+        text.append(html.unescape(snippet[last : match.start()]))
+        text.append(html.unescape(match.group(1)), style=MATCH_STYLE)
+        last = match.end()
+    text.append(html.unescape(snippet[last:]))
+    return text
+
+
+def render_search_hit(hit: SearchHit) -> RenderableType:
+    """One hit: a heading line (id, workflow, start, messages, rank), then its snippet."""
+    heading = Text.assemble(
+        (hit.conversation_id, "bold"),
+        f"  {hit.workflow_name or '-'}  {hit.started_at:%Y-%m-%d %H:%M}  "
+        f"{hit.message_count} messages  rank {hit.rank:.3f}",
+    )
+    body = Text("  ").append_text(snippet_text(hit.snippet or ""))
+    return Group(Text(""), heading, body)

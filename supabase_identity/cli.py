@@ -7,6 +7,7 @@ Usage::
     supabase-identity user get-or-create cool-shop.myshopify.com
     supabase-identity --debug user show usr_…
     supabase-identity history usr_… --limit 10
+    supabase-identity history usr_… --search "refund -shipping"
     supabase-identity export usr_… --format jsonl -o history.jsonl
     supabase-identity events flush
     supabase-identity archive --once | --loop | --check
@@ -602,9 +603,23 @@ def history(
     cursor: Annotated[
         str | None, typer.Option(help="next_cursor from a previous page (keyset paging)")
     ] = None,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            help='Full-text search: words, "a phrase", -excluded, or (most relevant first)'
+        ),
+    ] = None,
     json_output: JsonFlag = None,
 ) -> None:
-    """List a user's archived conversations, newest first."""
+    """List a user's archived conversations, newest first; or, with --search, the ones that
+    match, most relevant first, each with a snippet (matched words highlighted on a terminal)."""
+    if search is not None:
+        if cursor is not None:
+            raise typer.BadParameter(
+                "--search pages with --offset, not --cursor", param_hint="'--cursor'"
+            )
+        _search_history(user_id, search, limit, offset, json_output)
+        return
     with _client() as client:
         page = client.get_user_conversations(user_id, limit=limit, offset=offset, cursor=cursor)
         if not page.items and offset == 0 and cursor is None:
@@ -640,6 +655,40 @@ def history(
     out.print(table)
     if page.next_cursor:
         out.print(f"next page: {PROG} history {user_id} --cursor {page.next_cursor}")
+
+
+def _search_history(
+    user_id: str, query: str, limit: int, offset: int, json_output: bool | None
+) -> None:
+    """``history --search``: one search request; the hits as JSON or as snippets."""
+    with _client() as client:
+        page = client.search_conversations(user_id, query, limit=limit, offset=offset)
+        if not page.items and offset == 0:
+            _profile(client, user_id)  # nothing found, or a mistyped user id?
+    if _want_json(json_output):
+        _print_json(page.model_dump(mode="json"))
+        return
+    import shlex
+
+    from rich.text import Text
+
+    from ._cli_render import render_search_hit
+
+    title = f"{user_id}: {page.total} conversations match {shlex.quote(query)}"
+    if page.items:
+        title += f" (showing {offset + 1}-{offset + len(page.items)})"
+    elif page.total:
+        title += "; none on this page"
+    out.print(Text(title))
+    for hit in page.items:
+        out.print(render_search_hit(hit))
+    if page.has_more:
+        out.print(
+            Text(
+                f"next page: {PROG} history {user_id} --search {shlex.quote(query)} "
+                f"--limit {limit} --offset {offset + len(page.items)}"
+            )
+        )
 
 
 class ExportFormat(StrEnum):

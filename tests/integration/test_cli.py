@@ -495,6 +495,22 @@ def test_history_newest_first_with_total(cli: Cli, archived: Archived) -> None:
     assert "messages" not in page["items"][0]
 
 
+def test_history_search(cli: Cli, archived: Archived) -> None:
+    found = cli.json("history", archived.user_id, "--search", '"conversation 3"')
+    assert [item["id"] for item in found["items"]] == [archived.ids[3]]
+    assert found["total"] == 1
+    assert found["items"][0]["snippet"].startswith("<mark>conversation</mark> <mark>3</mark>")
+    everything = cli.json("history", archived.user_id, "--search", "messages", "--limit", "2")
+    assert everything["total"] == 5 and len(everything["items"]) == 2  # stemmed: "message"
+
+    text = cli.run("history", archived.user_id, "--search", '"conversation 3"', "--no-json")
+    assert text.returncode == 0, text.stderr
+    assert "<mark>" not in text.stdout
+    assert "  conversation 3 message 0" in text.stdout.splitlines()
+    none = cli.run("history", archived.user_id, "--search", "the", "--no-json")
+    assert none.stdout.strip() == f"{archived.user_id}: 0 conversations match the"
+
+
 def test_history_limit_and_offset(cli: Cli, archived: Archived) -> None:
     newest_first = archived.ids[::-1]
     page = cli.json("history", archived.user_id, "--limit", "2", "--offset", "1")

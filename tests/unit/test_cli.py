@@ -197,6 +197,69 @@ def test_history_empty_checks_the_user_exists(invoke: Invoke, api: respx.MockRou
     assert result.stdout.strip() == f"{USER_ID}: 0 conversations"
 
 
+def search_answer(n: int, total: int, offset: int = 0) -> dict[str, Any]:
+    hits = [
+        {
+            **row,
+            "rank": 0.5 / (i + 1),
+            "snippet": f"my <mark>refund</mark> #{i} &amp; the &lt;label&gt;",
+        }
+        for i, row in enumerate(conversation_rows(n))
+    ]
+    return {"conversations": hits, "total": total, "limit": n, "offset": offset}
+
+
+def test_history_search_prints_hits_with_snippets(invoke: Invoke, api: respx.MockRouter) -> None:
+    route = api.post("/rpc/search_conversations").respond(200, json=search_answer(2, total=5))
+    result = invoke("history", USER_ID, "--search", '"refund" -x', "--limit", "2", tty=True)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(route.calls.last.request.content) == {
+        "user_id": USER_ID,
+        "query": '"refund" -x',
+        "max_results": 2,
+        "skip": 0,
+    }
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{USER_ID}: 5 conversations match '\"refund\" -x' (showing 1-2)"
+    assert "  my refund #0 & the <label>" in lines  # tags gone, entities decoded (plain text)
+    assert "[red]flow-1" in result.stdout and "rank 0.250" in result.stdout  # markup literal
+    assert lines[-1] == (
+        f"next page: supabase-identity history {USER_ID} --search '\"refund\" -x' "
+        "--limit 2 --offset 2"
+    )
+
+    as_json = json.loads(invoke("history", USER_ID, "--search", "refund").stdout)
+    assert as_json["total"] == 5
+    assert as_json["items"][0]["snippet"] == "my <mark>refund</mark> #0 &amp; the &lt;label&gt;"
+
+
+def test_history_search_nothing_found_and_bad_arguments(
+    invoke: Invoke, api: respx.MockRouter
+) -> None:
+    api.post("/rpc/search_conversations").respond(200, json=search_answer(0, total=0))
+    api.post("/rpc/get_user_profile").respond(200, json=profile_json())
+    result = invoke("history", USER_ID, "--search", "the", tty=True)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == f"{USER_ID}: 0 conversations match the"
+
+    line = one_line_error(invoke("history", USER_ID, "--search", "   "))
+    assert "query must not be empty" in line
+    usage = invoke("history", USER_ID, "--search", "refund", "--cursor", "abc")
+    assert usage.exit_code == 2
+    assert "--search pages with --offset" in usage.stderr
+
+
+def test_snippet_highlights_only_the_marked_words() -> None:
+    from supabase_identity._cli_render import MATCH_STYLE, snippet_text
+
+    text = snippet_text("a <mark>refund</mark> &amp; <mark>ship&lt;</mark>ped &quot;x&quot;")
+    assert text.plain == 'a refund & ship<ped "x"'
+    marked = [text.plain[span.start : span.end] for span in text.spans]
+    assert marked == ["refund", "ship<"]
+    assert all(span.style == MATCH_STYLE for span in text.spans)
+    assert snippet_text("no match here").spans == []
+
+
 # ------------------------------------------------------------------------------------------------
 # errors: one line, exit 1; traceback only with --debug; usage errors exit 2
 # ------------------------------------------------------------------------------------------------
