@@ -22,13 +22,22 @@ With no option, every target of the archiver is measured and reported as a ratio
   3. seed layout with 1,000,000 unrelated keys vs with none                   >= 0.85
   4. Redis Cluster vs a single node (seed layout, same data)                  >= 0.7
   5. peak RSS, 5,000 vs 50,000 conversations                                  flat
+  6. the archiver with conversation search vs without it (English-like text,  >= 0.9
+     store layout, no unrelated keys)
 --layout/--noise/--topology measure one configuration instead (archiver and cli vs direct).
 Rows are written under a benchmark user and deleted between measurements.
+
+Target 6's baseline is the same archiver on the same database, alternated round by round, with
+the search work switched off (SearchSwitch): the GIN index dropped and
+identity.conversation_search_vector replaced by one returning an empty vector, so neither
+tokenizing nor index maintenance happens. Both are restored exactly (their definitions are read
+from the catalog first) after every round and whatever happens.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -43,9 +52,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 import psycopg
 import redis
 import redis.cluster
+from bench_text import TextGenerator
+from psycopg import sql
 from redis.typing import EncodableT, FieldT
 
 from supabase_identity import IdentityClient
@@ -85,6 +98,8 @@ class Shape:
     topology: str
     #: Database of the single node (the cluster has only 0).
     database: int = BENCH_DB
+    #: English-like message text (tokenizing it is what search costs), else one repeated letter.
+    english: bool = False
 
 
 def redis_url(topology: str, database: int = BENCH_DB) -> str:
@@ -122,7 +137,14 @@ def write_data(r: RedisClient, shape: Shape, user_id: str, *, noise: bool = True
             if i % 10_000 == 9_999:
                 pipe.execute()
         pipe.execute()
-    body = "m" * max(1, shape.conv_bytes // shape.messages - 90)
+    size = max(1, shape.conv_bytes // shape.messages - 90)
+    # English-like bodies are drawn once into a pool and reused: generating 100,000 of them
+    # would take longer than the measurement, and Postgres caches no tokenizing between rows.
+    bodies = (
+        itertools.cycle([TextGenerator(seed=6).text(size) for _ in range(997)])
+        if shape.english
+        else itertools.repeat("m" * size)
+    )
     expires = int(time.time()) + 3600
     base = datetime(2026, 1, 1, tzinfo=UTC)
     ids = []
@@ -146,7 +168,7 @@ def write_data(r: RedisClient, shape: Shape, user_id: str, *, noise: bool = True
                 message_key(cid, seq),
                 mapping={
                     "sender": "user" if seq % 2 == 0 else "cj",
-                    "content": body,
+                    "content": next(bodies),
                     "timestamp": (base + timedelta(seconds=seq)).isoformat(),
                 },
             )
@@ -265,7 +287,7 @@ def measure_direct(
         " messages jsonb, metadata jsonb)"
     )
     db.execute("truncate bench_scratch")
-    sql = f"copy bench_scratch ({', '.join(COLUMNS)}) from stdin"
+    copy_sql = f"copy bench_scratch ({', '.join(COLUMNS)}) from stdin"
     started = time.perf_counter()
     for page in pages(ids, 200):
         pipe = r.pipeline(transaction=False)
@@ -287,7 +309,7 @@ def measure_direct(
             )
             raw.user_id = (replies[at + 1].get(b"user_id") or b"").decode() or None
             rows.append(build_row(raw)[0])
-        with db.cursor() as cur, cur.copy(sql) as copy:
+        with db.cursor() as cur, cur.copy(copy_sql) as copy:
             for row in rows:
                 copy.write_row(
                     [
@@ -298,6 +320,61 @@ def measure_direct(
     seconds = time.perf_counter() - started
     db.execute("truncate bench_scratch")
     return seconds
+
+
+class SearchSwitch:
+    """Switches conversation search's write-side work off and on, in the live schema.
+
+    ``off()`` drops the GIN index and replaces identity.conversation_search_vector (which
+    archive_conversations and the triggers call) by a function returning an empty vector.
+    ``on()`` puts back exactly what was there: the definitions are read from the catalog at
+    construction. For the benchmark's baseline only; use as a context manager so the schema is
+    restored whatever happens.
+    """
+
+    FUNCTION = "identity.conversation_search_vector(jsonb, text)"
+    INDEX = "identity.conversations_user_id_search_idx"
+
+    def __init__(self, db: psycopg.Connection[Any]) -> None:
+        self.db = db
+        row = db.execute(
+            "select pg_get_functiondef(%s::regprocedure), pg_get_indexdef(%s::regclass),"
+            " obj_description(%s::regclass, 'pg_class')",
+            (self.FUNCTION, self.INDEX, self.INDEX),
+        ).fetchone()
+        assert row is not None
+        self.function_def, self.index_def, self.index_comment = row
+        self.is_off = False
+
+    def __enter__(self) -> SearchSwitch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.on()
+
+    def off(self) -> None:
+        with self.db.transaction():
+            self.db.execute(f"drop index {self.INDEX}")
+            self.db.execute(
+                "create or replace function identity.conversation_search_vector("
+                "messages jsonb, workflow_name text) returns tsvector language sql immutable"
+                " parallel safe security invoker set search_path = '' as $$ select"
+                " ''::pg_catalog.tsvector $$"
+            )
+        self.is_off = True
+
+    def on(self) -> None:
+        if not self.is_off:
+            return
+        with self.db.transaction():
+            self.db.execute(self.function_def)
+            self.db.execute(self.index_def)
+            self.db.execute(
+                sql.SQL("comment on index {} is {}").format(
+                    sql.SQL(self.INDEX), sql.Literal(self.index_comment)
+                )
+            )
+        self.is_off = False
 
 
 # ------------------------------------------------------------------ the suite
@@ -403,6 +480,8 @@ class Bench:
             self.target_4()
         if 5 in wanted and self.args.large:
             self.target_5()
+        if 6 in wanted:
+            self.target_6(rounds)
 
     def target_1(self, rounds: int) -> None:
         cli, direct = self.against_direct(self.shape(), "cli", rounds)
@@ -456,6 +535,23 @@ class Bench:
                 f"{big['rss_mib'] / small['rss_mib']:.2f} (target: flat)"
             )
 
+    def target_6(self, rounds: int) -> None:
+        shape = self.shape(layout="store", noise=0, english=True)
+        with_search: list[float] = []
+        without: list[float] = []
+        with SearchSwitch(self.db) as switch:
+            for _ in range(rounds):
+                with_search.append(self.archiver_rate(shape)[0])
+                switch.off()
+                without.append(self.archiver_rate(shape)[0])
+                switch.on()
+        on, off = statistics.median(with_search), statistics.median(without)
+        self.say(
+            f"6. search index: archiver {on:.0f}/s with it vs {off:.0f}/s without -> "
+            f"{on / off:.2f} (target >= 0.9; English-like text, store layout; medians of "
+            f"{rounds} alternated runs)"
+        )
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -482,7 +578,7 @@ def main() -> None:
         "--rounds", type=int, default=3, help="alternated runs per target (medians reported)"
     )
     parser.add_argument(
-        "--targets", default="1,2,3,4,5", help="which targets to measure (comma-separated)"
+        "--targets", default="1,2,3,4,5,6", help="which targets to measure (comma-separated)"
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--database", type=int, default=BENCH_DB, help=argparse.SUPPRESS)
