@@ -10,7 +10,8 @@ client, through the gateway, p50/p99 in ms and each p50 as a multiple of the bas
   history page      get_user_conversations(limit=20) with the exact total   (the baseline)
   keyset page       the second page by cursor: no total counted (for information: counting
                     the user's 10,000 rows is much of the baseline)
-  search 1%         search_conversations("chargeback"): 1 % match, page of 20 with snippets
+  search 1%         search_conversations("chargeback") (the SDK's, typed hits): 1 % match,
+                    page of 20 with snippets
   phrase 1%         search_conversations('"chargeback dispute"')
   search common     a word in most conversations (ranking many rows; for information)
 
@@ -39,7 +40,7 @@ import psycopg
 from bench_identity import measure_interleaved, pct
 from bench_text import TextGenerator
 
-from supabase_identity import IdentityClient
+from supabase_identity import IdentityClient, SearchPage
 
 MARKER = "chargeback dispute"
 
@@ -132,18 +133,15 @@ def main() -> int:
                 f"loaded and indexed in {time.perf_counter() - started:.0f} s"
             )
 
-            def search(query: str) -> Any:
-                return client.rpc(
-                    "search_conversations",
-                    {"user_id": user_id, "query": query, "max_results": 20, "skip": 0},
-                )
+            def search(query: str) -> SearchPage:
+                return client.search_conversations(user_id, query, limit=20)
 
             found = search("chargeback")
             expected = len(range(0, args.conversations, 100))
-            assert found["total"] == expected, (found["total"], expected)
-            assert "<mark>" in found["conversations"][0]["snippet"], found["conversations"][0]
-            assert search(f'"{MARKER}"')["total"] == expected
-            common = search("time")["total"]
+            assert found.total == expected, (found.total, expected)
+            assert "<mark>" in (found.items[0].snippet or ""), found.items[0]
+            assert search(f'"{MARKER}"').total == expected
+            common = search("time").total
 
             second = client.get_user_conversations(user_id, limit=20).next_cursor
             results = measure_interleaved(
