@@ -53,6 +53,7 @@ from ._constants import (
     MAX_NAME_LENGTH,
     MAX_RETRY_AFTER,
     MAX_RETRY_DELAY,
+    MAX_SEARCH_OFFSET,
     MAX_SHOPIFY_ID_LENGTH,
     REQUIRED_FUNCTIONS,
     RPC_NAME_PATTERN,
@@ -701,6 +702,12 @@ class BaseIdentityClient:
             "max_results": validate_page(limit, offset)[0],
             "skip": offset,
         }
+        if offset > MAX_SEARCH_OFFSET:
+            raise ValidationError(
+                f"offset must be at most {MAX_SEARCH_OFFSET} for a search, got {offset}",
+                field="offset",
+                rule="range",
+            )
         return self._spec_call(rest, "search_conversations", encode_json(params))
 
     def _spec_get_conversation(

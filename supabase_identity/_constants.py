@@ -83,6 +83,8 @@ MAX_PAGE_LIMIT: Final = 100
 DEFAULT_PAGE_LIMIT: Final = 20
 #: identity.search_conversations refuses longer queries (websearch_to_tsquery syntax).
 MAX_SEARCH_QUERY_LENGTH: Final = 1000
+#: identity.search_conversations takes its offset as a Postgres integer.
+MAX_SEARCH_OFFSET: Final = 2**31 - 1
 
 #: Conversation list columns: what a history list shows, and no ``messages``, so a page never
 #: ships message bodies. ``user_id`` is the filter (filled in by the client) and the

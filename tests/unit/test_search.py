@@ -121,6 +121,7 @@ def test_bad_queries_are_refused_before_any_request(
         ({"limit": 0}, "limit"),
         ({"limit": 101}, "limit"),
         ({"offset": -1}, "offset"),
+        ({"offset": 2**31}, "offset"),  # the database takes an integer
     ],
 )
 def test_bad_user_or_page_is_refused(
