@@ -5,6 +5,7 @@ The SDK's models (:mod:`supabase_identity._models`) keep their own names (``item
 
 * list: ``{"conversations": [{"id", "workflow", "started_at", "ended_at", "message_count",
   "metadata"}], "total", "limit", "offset"}``, plus ``next_cursor``;
+* search (the list with ``q``): the same, each item with ``rank`` and ``snippet`` too;
 * detail: ``{"id", "workflow", "started_at", "ended_at", "messages", "metadata"}``, plus the
   row's other columns;
 * profile: ``{"user_id", "shop_domain", "email", "name", "created_at", "last_seen", "stats":
@@ -21,11 +22,17 @@ subclasses :class:`ConversationListItem` with its own optional fields (and
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._models import Conversation, ConversationPage, ConversationSummary, UserProfile
+from ._models import (
+    Conversation,
+    ConversationPage,
+    ConversationSummary,
+    SearchPage,
+    UserProfile,
+)
 
 __all__ = [
     "ConversationDetail",
@@ -33,7 +40,10 @@ __all__ = [
     "ConversationListItem",
     "Profile",
     "ProfileStats",
+    "SearchList",
+    "SearchListItem",
     "conversation_list",
+    "search_list",
 ]
 
 
@@ -57,7 +67,7 @@ class ConversationListItem(_Wire):
     )
 
     @classmethod
-    def from_summary(cls, summary: ConversationSummary, **extra: Any) -> ConversationListItem:
+    def from_summary(cls, summary: ConversationSummary, **extra: Any) -> Self:
         """The wire form of an SDK summary; ``extra`` fills a subclass's own fields."""
         return cls(**_summary_fields(summary), **extra)
 
@@ -100,6 +110,45 @@ def conversation_list(page: ConversationPage) -> ConversationList:
         limit=page.limit,
         offset=page.offset,
         next_cursor=page.next_cursor,
+    )
+
+
+class SearchListItem(ConversationListItem):
+    """One conversation a search found: a list item plus its relevance and snippet.
+
+    Both are required (``snippet`` may be null): a plain list's items, which have neither,
+    are never taken for search hits.
+    """
+
+    rank: float = Field(
+        description="Relevance (higher is better), comparable within one search only."
+    )
+    snippet: str | None = Field(
+        description="A short excerpt of the first matching message, HTML-escaped, the matched "
+        "words in <mark>…</mark>; null when the conversation has no text."
+    )
+
+
+class SearchList(ConversationList):
+    """The conversations matching a search, most relevant first (ties: newest first).
+
+    ``total`` counts every match the caller may see; ``next_cursor`` is always null (a search
+    pages by ``offset``).
+    """
+
+    conversations: list[SearchListItem]  # type: ignore[assignment]
+
+
+def search_list(page: SearchPage) -> SearchList:
+    """The wire form of an SDK search page."""
+    return SearchList(
+        conversations=[
+            SearchListItem.from_summary(hit, rank=hit.rank, snippet=hit.snippet)
+            for hit in page.items
+        ],
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
     )
 
 

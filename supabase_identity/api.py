@@ -5,6 +5,7 @@ Three history endpoints, with the JSON field names the services already use (see
 service mounts instead of code pasted into each one::
 
     GET {prefix}/{user_id}/conversations?limit=20&offset=0   (or &cursor=… for keyset paging)
+    GET {prefix}/{user_id}/conversations?q=refund&limit=20&offset=0   (full-text search)
     GET {prefix}/{user_id}/conversations/{conversation_id}
     GET {prefix}/{user_id}/profile
 
@@ -73,6 +74,7 @@ from ._constants import (
     MAX_CONVERSATION_ID_LENGTH,
     MAX_CURSOR_LENGTH,
     MAX_PAGE_LIMIT,
+    MAX_SEARCH_QUERY_LENGTH,
     MIN_PAGE_LIMIT,
     USER_ID_PATTERN,
 )
@@ -93,7 +95,10 @@ from ._wire import (
     ConversationListItem,
     Profile,
     ProfileStats,
+    SearchList,
+    SearchListItem,
     conversation_list,
+    search_list,
 )
 
 __all__ = [
@@ -103,6 +108,8 @@ __all__ = [
     "ErrorResponse",
     "Profile",
     "ProfileStats",
+    "SearchList",
+    "SearchListItem",
     "default_user_id_of",
     "history_router",
 ]
@@ -205,12 +212,14 @@ def _invalid(loc: tuple[str, ...], message: str, value: Any = None) -> RequestVa
     )
 
 
+#: Where each argument the SDK may refuse comes from in a request (its ``loc`` in a 422).
 _FIELD_LOCATION: Final = {
-    "user_id": "path",
-    "conversation_id": "path",
-    "limit": "query",
-    "offset": "query",
-    "cursor": "query",
+    "user_id": ("path", "user_id"),
+    "conversation_id": ("path", "conversation_id"),
+    "limit": ("query", "limit"),
+    "offset": ("query", "offset"),
+    "cursor": ("query", "cursor"),
+    "query": ("query", "q"),
 }
 
 
@@ -227,7 +236,7 @@ def _backend_errors(*, not_found: str, loc: tuple[str, ...], retry_after: int) -
         raise _invalid(loc, f"{loc[-1]} is not valid: {err.message}") from err
     except ValidationError as err:  # refused by the SDK before sending: it names the argument
         if err.field in _FIELD_LOCATION:
-            raise _invalid((_FIELD_LOCATION[err.field], err.field), err.message) from err
+            raise _invalid(_FIELD_LOCATION[err.field], err.message) from err
         raise _invalid(loc, f"{loc[-1]} is not valid: {err.message}") from err
     except NotFoundError as err:
         raise HTTPException(status_code=404, detail=not_found) from err
@@ -346,8 +355,10 @@ def history_router(
 
     @router.get(
         "/{user_id}/conversations",
-        response_model=ConversationList,
-        summary="List the user's conversations, newest first",
+        # A plain list, or (with q) a search: a search's items carry rank and snippet, which a
+        # plain list's lack, so the two are never mistaken for each other.
+        response_model=ConversationList | SearchList,
+        summary="List the user's conversations, newest first, or search them",
         operation_id="list_user_conversations",
     )
     async def list_conversations(
@@ -367,15 +378,37 @@ def history_router(
                 max_length=MAX_CURSOR_LENGTH,
                 pattern=CURSOR_PATTERN,
                 description="`next_cursor` of the previous page, for keyset paging "
-                "(`total` is then null); not combined with `offset`.",
+                "(`total` is then null); not combined with `offset` or `q`.",
             ),
         ] = None,
-    ) -> ConversationList:
+        q: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=MAX_SEARCH_QUERY_LENGTH,
+                description='Full-text search (web-search syntax: words, "a phrase", '
+                "-excluded, or): the matching conversations, most relevant first, each with "
+                "`rank` and `snippet` (matched words in <mark> tags, HTML-escaped); paged by "
+                "`offset`.",
+            ),
+        ] = None,
+    ) -> ConversationList | SearchList:
         """A page of conversations without their messages.
 
         Offset pages carry ``total``; keyset pages (``cursor``) cost the same at any depth.
-        ``next_cursor`` is set when another page follows.
+        ``next_cursor`` is set when another page follows. With ``q``, the conversations that
+        match it, most relevant first, each with ``rank`` and ``snippet``, and the total
+        number of matches (one request).
         """
+        if q is not None:
+            if cursor is not None:
+                raise _invalid(("query", "cursor"), "q pages with offset, not cursor", cursor)
+            with _backend_errors(
+                not_found="No such user", loc=("query", "q"), retry_after=retry_after
+            ):
+                scoped = source.get().for_user(user_id)
+                hits = await scoped.search_conversations(user_id, q, limit, offset)
+            return search_list(hits)
         if cursor is not None and not _cursor_is_wellformed(cursor):
             raise _invalid(
                 ("query", "cursor"), "cursor is not a next_cursor returned by this API", cursor

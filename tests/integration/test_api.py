@@ -299,6 +299,7 @@ def test_another_user_is_403(http: httpx.Client, seeded: Seeded) -> None:
     theirs = seeded.other_rows[0]["id"]
     for path in (
         f"/users/{seeded.other}/conversations",
+        f"/users/{seeded.other}/conversations?q=conversation",
         f"/users/{seeded.other}/conversations/{theirs}",
         f"/users/{seeded.other}/profile",
     ):
@@ -306,6 +307,27 @@ def test_another_user_is_403(http: httpx.Client, seeded: Seeded) -> None:
         assert response.status_code == 403, path
         assert response.json() == {"detail": "Not allowed to read this history"}
     assert http.get(f"/users/{seeded.user}/profile").status_code == 401  # no caller at all
+
+
+def test_search_with_q(http: httpx.Client, seeded: Seeded) -> None:
+    path = f"/users/{seeded.user}/conversations"
+    response = get(http, seeded.user, path, q='"conversation 7"')
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert [item["id"] for item in page["conversations"]] == [seeded.rows[7]["id"]]
+    assert (page["total"], page["limit"], page["offset"]) == (1, 20, 0)
+    hit = page["conversations"][0]
+    assert hit["snippet"].startswith("<mark>conversation</mark> <mark>7</mark>")
+    assert hit["rank"] > 0 and hit["message_count"] == 4 and "messages" not in hit
+    assert "workflow" in hit and "workflow_name" not in hit  # the list's field names
+    # The other user's "conversation 0" is not the caller's: RLS and the filter agree.
+    everything = get(http, seeded.user, path, q="conversations", limit=10, offset=20).json()
+    assert everything["total"] == CONVERSATIONS and len(everything["conversations"]) == 5
+    nothing = get(http, seeded.lonely, f"/users/{seeded.lonely}/conversations", q="conversation")
+    assert nothing.status_code == 200
+    assert (nothing.json()["conversations"], nothing.json()["total"]) == ([], 0)
+    stop_words = get(http, seeded.user, path, q="the of").json()
+    assert (stop_words["conversations"], stop_words["total"]) == ([], 0)
 
 
 def test_absent_is_404(http: httpx.Client, seeded: Seeded) -> None:
@@ -341,6 +363,14 @@ def test_absent_is_404(http: httpx.Client, seeded: Seeded) -> None:
         ),
         ("/conversations/" + "x" * 513, {}, ["path", "conversation_id"]),
         ("/conversations/%20", {}, ["path", "conversation_id"]),
+        ("/conversations", {"q": ""}, ["query", "q"]),
+        ("/conversations", {"q": " \t "}, ["query", "q"]),
+        ("/conversations", {"q": "x" * 1001}, ["query", "q"]),
+        (
+            "/conversations",
+            {"q": "conversation", "cursor": "bm90IGEgY3Vyc29y"},
+            ["query", "cursor"],
+        ),
     ],
 )
 def test_bad_parameters_are_422(

@@ -75,6 +75,7 @@ def b64(raw: bytes) -> str:
 
 PATHS = [
     "/users/{uid}/conversations",
+    "/users/{uid}/conversations?q=refund",
     f"/users/{{uid}}/conversations/{CONV_ID}",
     "/users/{uid}/profile",
 ]
@@ -514,11 +515,16 @@ def test_openapi_schema_is_exact(aclient: AsyncIdentityClient) -> None:
     assert listing["operationId"] == "list_user_conversations"
     assert listing["tags"] == ["history"]
     ok = listing["responses"]["200"]["content"]["application/json"]["schema"]
-    assert ok == {"$ref": "#/components/schemas/ConversationList"}
+    assert ok["anyOf"] == [
+        {"$ref": "#/components/schemas/ConversationList"},
+        {"$ref": "#/components/schemas/SearchList"},
+    ]
     assert set(listing["responses"]) >= {"200", "401", "403", "422", "502", "503"}
     assert "Retry-After" in listing["responses"]["503"]["headers"]
     params = {p["name"]: p for p in listing["parameters"]}
     assert params["user_id"]["schema"]["pattern"] == "^usr_[a-z0-9]{6,46}$"
+    q_schema = params["q"]["schema"]["anyOf"][0]
+    assert (q_schema["minLength"], q_schema["maxLength"]) == (1, 1000)
     assert params["limit"]["schema"] | {"default": 20} == {
         "type": "integer",
         "minimum": 1,
@@ -535,6 +541,9 @@ def test_openapi_schema_is_exact(aclient: AsyncIdentityClient) -> None:
     components = schema["components"]["schemas"]
     assert "messages" in components["ConversationDetail"]["properties"]
     assert "messages" not in components["ConversationListItem"]["properties"]
+    hit = components["SearchListItem"]
+    assert {"rank", "snippet"} <= set(hit["required"])
+    assert set(components["ConversationListItem"]["properties"]) < set(hit["properties"])
 
 
 def test_importing_the_package_does_not_import_fastapi() -> None:
@@ -653,10 +662,120 @@ def test_the_openapi_schema_describes_the_seeds_json(aclient: AsyncIdentityClien
 
     def response_of(path: str) -> str:
         ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
-        return str(ok["schema"]["$ref"]).rsplit("/", 1)[-1]
+        first = ok["schema"]["anyOf"][0] if "anyOf" in ok["schema"] else ok["schema"]
+        return str(first["$ref"]).rsplit("/", 1)[-1]
 
     described(response_of("/api/v1/users/{user_id}/conversations"), SEED_LIST)
     described("ConversationListItem", SEED_LIST_ITEM)
+    described("SearchList", SEED_LIST)  # ?q= keeps the list's names
+    described("SearchListItem", SEED_LIST_ITEM)
     described(response_of("/api/v1/users/{user_id}/conversations/{conversation_id}"), SEED_DETAIL)
     described(response_of("/api/v1/users/{user_id}/profile"), SEED_PROFILE)
     described("ProfileStats", SEED_STATS)
+
+
+# --- search: ?q= -------------------------------------------------------------------------------
+
+
+def search_answer(hits: list[dict[str, Any]], total: int, **page: int) -> dict[str, Any]:
+    return {"conversations": hits, "total": total, "limit": 20, "offset": 0, **page}
+
+
+async def test_search_keeps_the_list_fields_plus_snippet_and_rank(
+    http: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    ended = datetime(2026, 1, 1, 1, tzinfo=UTC).isoformat()
+    hits = [
+        summary_row(0, workflow_name="support", ended_at=ended, rank=0.5, snippet="<mark>a</mark>"),
+        summary_row(1, rank=0.25, snippet=None),
+    ]
+    for hit in hits:
+        del hit["user_id"]  # the database omits it: the page is one user's
+    route = api.post("/rpc/search_conversations").respond(
+        200, json=search_answer(hits, total=9, limit=2, offset=4)
+    )
+    response = await http.get(
+        f"/users/{USER_ID}/conversations", params={"q": '"refund" -label', "limit": 2, "offset": 4}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    _has_seed_fields(body, SEED_LIST)
+    assert (body["total"], body["limit"], body["offset"]) == (9, 2, 4)
+    assert body["next_cursor"] is None
+    assert [item["id"] for item in body["conversations"]] == [h["id"] for h in hits]
+    first, second = body["conversations"]
+    _has_seed_fields(first, SEED_LIST_ITEM)
+    assert first["workflow"] == "support" and "workflow_name" not in first
+    assert (first["rank"], first["snippet"]) == (0.5, "<mark>a</mark>")
+    assert (second["rank"], second["snippet"]) == (0.25, None)
+    request = route.calls.last.request
+    assert json.loads(request.content) == {
+        "user_id": USER_ID,
+        "query": '"refund" -label',
+        "max_results": 2,
+        "skip": 4,
+    }
+    # user-scoped, like every read of the router
+    assert request.headers["apikey"] == ANON_KEY
+    claims = jwt.decode(
+        request.headers["authorization"].removeprefix("Bearer "),
+        JWT_SECRET,
+        algorithms=["HS256"],
+        audience="authenticated",
+    )
+    assert claims["app_metadata"] == {"user_id": USER_ID}
+
+
+async def test_a_plain_list_gets_no_search_fields(
+    http: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    api.get("/conversations").respond(
+        200, json=[summary_row(0)], headers={"Content-Range": "0-0/1"}
+    )
+    (item,) = (await http.get(f"/users/{USER_ID}/conversations")).json()["conversations"]
+    assert "rank" not in item and "snippet" not in item
+
+
+@pytest.mark.parametrize(
+    ("query", "loc"),
+    [
+        ({"q": ""}, ["query", "q"]),
+        ({"q": "   "}, ["query", "q"]),  # passes the schema, refused by the SDK
+        ({"q": "x" * 1001}, ["query", "q"]),
+        ({"q": "refund\x00"}, ["query", "q"]),
+        ({"q": "refund", "cursor": GOOD_CURSOR}, ["query", "cursor"]),
+        ({"q": "refund", "offset": 2**31}, ["query", "offset"]),
+        ({"q": "refund", "limit": 0}, ["query", "limit"]),
+    ],
+)
+async def test_bad_search_parameters_are_422(
+    http: httpx.AsyncClient, api: respx.MockRouter, query: dict[str, Any], loc: list[str]
+) -> None:
+    response = await http.get(f"/users/{USER_ID}/conversations", params=query)
+    assert response.status_code == 422, response.text
+    assert loc in [error["loc"] for error in response.json()["detail"]]
+    assert api.calls.call_count == 0
+
+
+async def test_search_rejected_by_the_database_is_422_and_denied_is_403(
+    http: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    route = api.post("/rpc/search_conversations").respond(
+        400, json={"code": "22023", "message": "query must not be empty"}
+    )
+    response = await http.get(f"/users/{USER_ID}/conversations", params={"q": "refund"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "q"]
+    route.respond(401, json={"code": "42501", "message": "permission denied for function"})
+    response = await http.get(f"/users/{USER_ID}/conversations", params={"q": "refund"})
+    assert response.status_code == 403
+    route.respond(200, json=search_answer([], total=0))
+    response = await http.get(f"/users/{USER_ID}/conversations", params={"q": "the"})
+    assert response.status_code == 200
+    assert response.json() == {
+        "conversations": [],
+        "total": 0,
+        "limit": 20,
+        "offset": 0,
+        "next_cursor": None,
+    }
