@@ -334,7 +334,7 @@ def validate_optional_text(value: str | None, *, field: str, max_length: int) ->
 
 
 def validate_search_query(query: str) -> str:
-    """Check a search query: text with a word character or symbol, at most 1000 characters.
+    """Check a search query: a string with a non-space character, at most 1000 characters.
 
     The same rules as ``identity.search_conversations``, checked before any request so the
     error names the field and the rule. A query of stop words only (``"the"``) is valid: it
