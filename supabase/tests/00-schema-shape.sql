@@ -12,14 +12,15 @@ select plan(94);
 -- Objects
 -- ---------------------------------------------------------------------------------------------
 select has_schema('identity', 'schema identity exists');
-select tables_are('identity', array['users', 'conversations', 'events', 'events_archive'],
-  'identity has exactly the tables users, conversations, events, events_archive');
+select tables_are('identity',
+  array['users', 'conversations', 'events', 'events_archive', 'compliance_audit'],
+  'identity has exactly the tables users, conversations, events, events_archive, compliance_audit');
 select functions_are('identity',
   array['analyze_tables', 'archive_conversations', 'archive_old_events',
         'conversation_search_vector', 'conversation_snippet', 'delete_unlinked_conversations',
         'get_or_create_user', 'get_user_profile', 'health', 'link_conversations',
-        'record_events', 'search_config', 'search_conversations', 'set_conversation_search',
-        'set_updated_at', 'stats'],
+        'record_events', 'redact_shop', 'search_config', 'search_conversations',
+        'set_conversation_search', 'set_updated_at', 'shop_data_summary', 'stats'],
   'identity has exactly the expected functions');
 select is_empty(
   $$ select c.relname from pg_catalog.pg_class as c
