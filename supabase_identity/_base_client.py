@@ -84,6 +84,7 @@ from ._models import (
     OutboxEvent,
     SearchAnswer,
     SearchPage,
+    ShopRedaction,
     UnlinkedCleanupResult,
     UserProfile,
 )
@@ -770,6 +771,36 @@ class BaseIdentityClient:
             ts, event_id = after
             query.append(("or", f"(created_at.gt.{ts},and(created_at.eq.{ts},id.gt.{event_id}))"))
         return self._spec("events", template, query)
+
+    # --- compliance (service key only) -----------------------------------------------------
+
+    def _spec_shop_users(self, rest: RestClient, shop_domain: str) -> RequestSpec:
+        """The id of the user of a (normalized) shop: ``[]`` or ``[{"id": …}]``."""
+        template = self._template("users.by_shop", lambda: rest.from_("users").select("id"))
+        return self._spec("users", template, [("shop_domain", f"eq.{shop_domain}")])
+
+    def _spec_redact_shop(self, rest: RestClient, shop_domain: str, hashed: str) -> RequestSpec:
+        body = encode_json({"shop_domain": shop_domain, "shop_hash": hashed})
+        return self._spec_call(rest, "redact_shop", body)
+
+    def _spec_shop_data_summary(
+        self, rest: RestClient, shop_domain: str, hashed: str, topic: str
+    ) -> RequestSpec:
+        body = encode_json({"shop_domain": shop_domain, "shop_hash": hashed, "topic": topic})
+        return self._spec_call(rest, "shop_data_summary", body)
+
+    def _parse_shop_users(self, data: Any) -> list[str]:
+        if not isinstance(data, list) or not all(
+            isinstance(row, dict) and isinstance(row.get("id"), str) for row in data
+        ):
+            raise self._shape_error("users", data)
+        return [row["id"] for row in data]
+
+    def _parse_redaction(self, data: Any) -> tuple[ShopRedaction, str | None]:
+        """The database part of a redaction, and the user id it deleted (if any)."""
+        result = self._parse_model("redact_shop", ShopRedaction, data)
+        user_id = data.get("user_id")
+        return result, user_id if isinstance(user_id, str) else None
 
     # --- operations: stats and maintenance (service key only) ------------------------------
 

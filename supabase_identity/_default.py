@@ -21,7 +21,15 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ._models import Conversation, ConversationPage, FlushResult, SearchPage, UserProfile
+from ._models import (
+    Conversation,
+    ConversationPage,
+    FlushResult,
+    SearchPage,
+    ShopRedaction,
+    UserProfile,
+)
+from ._redis import RedisClient
 from ._sync._client import IdentityClient
 
 __all__ = [
@@ -33,6 +41,7 @@ __all__ = [
     "get_user_conversations",
     "get_user_profile",
     "log_user_event",
+    "redact_shop",
     "search_conversations",
     "set_default_client",
 ]
@@ -119,3 +128,8 @@ def search_conversations(user_id: str, query: str, limit: int = 20, offset: int 
     See :meth:`IdentityClient.search_conversations`.
     """
     return get_default_client().search_conversations(user_id, query, limit, offset)
+
+
+def redact_shop(shop_domain: str, redis_client: RedisClient | None = None) -> ShopRedaction:
+    """Erase every copy of a shop's data; see :meth:`IdentityClient.redact_shop`."""
+    return get_default_client().redact_shop(shop_domain, redis_client)

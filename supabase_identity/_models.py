@@ -28,9 +28,11 @@ __all__ = [
     "IndexStorage",
     "OutboxEvent",
     "OutboxStats",
+    "RedisRedaction",
     "RemovedConversation",
     "SearchHit",
     "SearchPage",
+    "ShopRedaction",
     "StorageStats",
     "TableStorage",
     "UnlinkedCleanupResult",
@@ -227,6 +229,46 @@ class OutboxStats(_Model):
     dead_lettered: int
     dropped: int = 0
     """Events lost because the bounded in-memory buffer was full (always 0 for Redis)."""
+
+
+# --- compliance: shop redaction ----------------------------------------------------------------
+
+
+class RedisRedaction(_Model):
+    """What a shop redaction deleted from Redis (counts only)."""
+
+    merchant_records: int = 0
+    """``merchant:<shop>`` keys (0 or 1)."""
+    conversations: int = 0
+    """Live conversations that had a ``conversation:`` or ``session:`` key."""
+    messages: int = 0
+    """``message:<id>:<seq>`` keys."""
+    keys: int = 0
+    """Every key deleted, messages and the merchant record included."""
+    outbox_entries: int = 0
+    """Events of the shop's user removed from the outbox (pending or in flight)."""
+    dead_letters: int = 0
+    """Dead letters of the shop's user removed."""
+
+    def __add__(self, other: RedisRedaction) -> RedisRedaction:
+        return RedisRedaction(
+            **{name: getattr(self, name) + getattr(other, name) for name in type(self).model_fields}
+        )
+
+
+class ShopRedaction(_Model):
+    """What ``redact_shop`` deleted: database rows per table, and what Redis held.
+
+    Every field is 0 when the shop was already gone: a redaction can be repeated safely.
+    """
+
+    users: int = 0
+    conversations: int = 0
+    """Archived conversations (the live ones are in ``redis``)."""
+    events: int = 0
+    events_archive: int = 0
+    redis: RedisRedaction | None = None
+    """``None`` when no Redis was given or configured (nothing there was touched)."""
 
 
 # --- operations: stats and maintenance ------------------------------------------------------

@@ -20,6 +20,11 @@ Package keys::
     identity:archive:stats             hash    cumulative counters
     identity:archive:heartbeats        hash    worker id -> JSON heartbeat (with its expiry)
     {identity:outbox:events}           list    pending events (and :processing, :dead, :lock)
+    identity:user:<user_id>:conversations  set  the user's live conversation ids (written by
+                                               ConversationStore; what a shop redaction deletes)
+    {identity:compliance}:pending      hash    shop domain -> JSON of a shop/redact not yet done
+    {identity:compliance}:seen:<id>    string  a webhook id already taken (redelivery guard)
+    {identity:compliance}:lease:<shop> string  the process carrying out that redaction now
 
 Redis Cluster: a conversation's contract keys hash to different slots, so no script and no
 MULTI spans them: every script here touches one key, except the outbox's, whose keys share the
@@ -86,6 +91,36 @@ def lease_key(conversation_id: str) -> str:
 
 #: SCAN pattern of every lease (tests and operators; the archiver never scans for them).
 LEASE_PATTERN: Final = LEASE_PREFIX + "*"
+
+# --------------------------------------------------------------------------- per-user index
+
+USER_CONVERSATIONS_PREFIX: Final = "identity:user:"
+
+
+def user_conversations_key(user_id: str) -> str:
+    """``identity:user:<user_id>:conversations``: the user's live conversation ids (a set)."""
+    return f"{USER_CONVERSATIONS_PREFIX}{user_id}:conversations"
+
+
+#: SCAN pattern of the sessions a redaction reads when a conversation is not in the index.
+SESSION_PATTERN: Final = SESSION_PREFIX + "*"
+
+# --------------------------------------------------------------------------- compliance keys
+# One hash tag: the record script touches the seen marker and the pending hash together.
+
+COMPLIANCE_TAG: Final = "{identity:compliance}"
+COMPLIANCE_PENDING_KEY: Final = COMPLIANCE_TAG + ":pending"
+
+
+def compliance_seen_key(webhook_id: str) -> str:
+    """``{identity:compliance}:seen:<webhook id>``: set once a webhook has been taken."""
+    return f"{COMPLIANCE_TAG}:seen:{webhook_id}"
+
+
+def compliance_lease_key(shop_domain: str) -> str:
+    """``{identity:compliance}:lease:<shop>``: held while a process redacts that shop."""
+    return f"{COMPLIANCE_TAG}:lease:{shop_domain}"
+
 
 # --------------------------------------------------------------------------- outbox keys
 
@@ -174,6 +209,13 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'ended_at', ARGV[1])
 return 1
 """
+#: Adds a conversation to its user's index and gives the set the conversation's lifetime (one
+#: script: the set never exists without a TTL). KEYS: the index. ARGV: ttl seconds, conversation id.
+USER_INDEX_SCRIPT: Final = """
+redis.call('SADD', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
 #: HSET the field/value pairs in ARGV on KEYS[1] if it exists; returns 1 if it did.
 SET_IF_EXISTS_SCRIPT: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -216,4 +258,31 @@ OUTBOX_LOCK_SCRIPT: Final = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if tonumber(ARGV[2]) == 0 then return redis.call('DEL', KEYS[1]) end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+#: Removes a user's entries from one outbox list (events, or dead letters holding an event).
+#: KEYS: the list. ARGV: user ids. Entries that are not JSON are left for a human. Returns count.
+OUTBOX_PURGE_SCRIPT: Final = """
+local wanted = {}
+for i = 1, #ARGV do wanted[ARGV[i]] = true end
+local removed = 0
+for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local ok, data = pcall(cjson.decode, item)
+  if ok and type(data) == 'table' then
+    local uid = data['user_id']
+    local event = data['event']
+    if type(uid) ~= 'string' and type(event) == 'table' then uid = event['user_id'] end
+    if type(uid) == 'string' and wanted[uid] then
+      removed = removed + redis.call('LREM', KEYS[1], 0, item)
+    end
+  end
+end
+return removed
+"""
+#: Takes a webhook once: marks its id seen and, for a redaction, records the shop as pending.
+#: KEYS: seen marker, pending hash. ARGV: seen ttl seconds, shop ('' for none), record JSON.
+#: Returns 0 when the id was already seen (a redelivery: nothing is written).
+COMPLIANCE_RECORD_SCRIPT: Final = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
+if ARGV[2] ~= '' then redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) end
+return 1
 """

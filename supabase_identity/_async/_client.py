@@ -42,6 +42,8 @@ from .._base_client import (
     is_retryable_exception,
     is_retryable_status,
 )
+from .._compliance import audit_key as compliance_audit_key
+from .._compliance import shop_hash
 from .._constants import (
     DEFAULT_CONNECTION_LIMITS,
     DEFAULT_EVENT_RETENTION_DAYS,
@@ -52,6 +54,7 @@ from .._constants import (
     DEFAULT_UNLINKED_RETENTION_DAYS,
     DEFAULT_USER_TOKEN_TTL,
     EVENT_BATCH_SIZE,
+    OUTBOX_KEY_PREFIX,
     SCHEMA,
 )
 from .._exceptions import ConfigError, DataRejectedError, IdentityError
@@ -76,12 +79,15 @@ from .._models import (
     OutboxEvent,
     OutboxStats,
     SearchPage,
+    ShopRedaction,
     UnlinkedCleanupResult,
     UserProfile,
 )
 from .._outbox import AsyncRedisOutbox, MemoryOutbox
 from .._types import NOT_GIVEN, NotGiven, TimeoutTypes
+from .._validation import normalize_shop_domain
 from .._version import __version__
+from ._redaction import redact_redis
 
 if TYPE_CHECKING:
     from supabase import AsyncClient as AsyncSupabaseClient
@@ -571,6 +577,77 @@ class AsyncIdentityClient(BaseIdentityClient):
             raise ConfigError("REDIS_URL is not set: events are buffered in process memory")
         await (await aredis_of(self._outbox)).ping()
         return "Redis answered PING"
+
+    # --- compliance (service key) ----------------------------------------------------------
+
+    async def redact_shop(
+        self,
+        shop_domain: str,
+        redis_client: AsyncRedisClient | None = None,
+        *,
+        audit_key: str | None = None,
+    ) -> ShopRedaction:
+        """Erase every copy of a shop's data (Shopify's ``shop/redact``); return the counts.
+
+        Redis first, while the database still names the shop's user: ``merchant:<shop>``, the
+        user's live conversations (keys, messages, archiver entries), outbox entries and dead
+        letters (``redis_client``, else this client's Redis outbox; none: Redis is left as it
+        is and ``result.redis`` is ``None``). Then one SQL call (``identity.redact_shop``)
+        deletes the user, conversations, events and archived events in one transaction and
+        writes the audit row, which holds a keyed hash of the domain (``audit_key``, else
+        ``IDENTITY_AUDIT_KEY`` or the first ``SHOPIFY_API_SECRET``), never the domain.
+
+        Idempotent: a second call deletes nothing and returns zeros.
+
+        Raises:
+            ValidationError: ``shop_domain`` is not ``<name>.myshopify.com``.
+            ConfigError: no audit key is configured.
+            APIConnectionError, InternalServerError: the database could not be reached (Redis
+                may already be cleared; call again, nothing is deleted twice).
+        """
+        shop = normalize_shop_domain(shop_domain)
+        hashed = shop_hash(audit_key.encode("utf-8") if audit_key else compliance_audit_key(), shop)
+        self._require_write("redact_shop")
+        spec = self._spec_shop_users(self._rest, shop)
+        users = self._parse_shop_users(self._json(spec, await self._request(spec)))
+        redis_client = redis_client or await self._outbox_redis()
+        names = [self._outbox_name()]
+        wiped = None
+        if redis_client is not None:
+            wiped = await redact_redis(redis_client, shop, users, outbox_names=names)
+        spec = self._spec_redact_shop(self._rest, shop, hashed)
+        result, user_id = self._parse_redaction(self._json(spec, await self._request(spec)))
+        if redis_client is not None and wiped is not None and user_id and user_id not in users:
+            # The user was created between the lookup and the delete: its Redis copies too.
+            wiped = wiped + await redact_redis(redis_client, shop, [user_id], outbox_names=names)
+        return result.model_copy(update={"redis": wiped})
+
+    async def shop_data_summary(
+        self, shop_domain: str, topic: str, *, audit_key: str | None = None
+    ) -> dict[str, Any]:
+        """Counts of what the database holds for a shop, audited under ``topic``.
+
+        For ``customers/data_request`` and ``customers/redact``: the package keeps no
+        per-customer records, so what it can report is the shop's own data, as counts.
+        """
+        shop = normalize_shop_domain(shop_domain)
+        hashed = shop_hash(audit_key.encode("utf-8") if audit_key else compliance_audit_key(), shop)
+        self._require_write("shop_data_summary")
+        spec = self._spec_shop_data_summary(self._rest, shop, hashed, topic)
+        data = self._json(spec, await self._request(spec))
+        if not isinstance(data, dict):
+            raise self._shape_error("shop_data_summary", data)
+        return data
+
+    async def _outbox_redis(self) -> AsyncRedisClient | None:
+        if isinstance(self._outbox, AsyncRedisOutbox):
+            return await aredis_of(self._outbox)
+        return None
+
+    def _outbox_name(self) -> str:
+        if isinstance(self._outbox, AsyncRedisOutbox):
+            return self._outbox.key_prefix
+        return OUTBOX_KEY_PREFIX
 
     # --- events ----------------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ things the archiver uses to avoid scanning the keyspace:
     conversation:<id>.message_count   number of messages (seq 0 … n-1): a hint for the reader
     identity:archive:due              sorted set: conversation id -> the epoch second its keys
                                       expire (0 once ended): the archiver walks this (ZSCAN)
+    identity:user:<user>:conversations  set: the user's live conversation ids, so a shop
+                                      redaction finds them without scanning (same lifetime)
 
 Conversations written without these (by the existing service) are still archived: the archiver
 finds them with one ``SCAN`` per pass (never ``KEYS``) and probes their messages.
@@ -44,10 +46,12 @@ from .._redis_keys import (
     NEXT_SEQ_SCRIPT,
     PUT_HASH_SCRIPT,
     SET_IF_EXISTS_SCRIPT,
+    USER_INDEX_SCRIPT,
     conversation_key,
     merchant_key,
     message_key,
     session_key,
+    user_conversations_key,
 )
 from .._validation import (
     validate_conversation_id,
@@ -159,6 +163,9 @@ class ConversationStore:
             args: list[str | int] = [self._ttl, len(given), *_flatten(given), *_flatten(fallback)]
             queue_script(pipe, PUT_HASH_SCRIPT, key, *args)
         queue_script(pipe, DUE_SCRIPT, DUE_KEY, self._expires_at(), conversation_id)
+        if given.get("user_id"):
+            index = user_conversations_key(given["user_id"])
+            queue_script(pipe, USER_INDEX_SCRIPT, index, self._ttl, conversation_id)
         count = int(pipe.execute()[0])
         self._refresh_messages(conversation_id, count)
 
@@ -178,7 +185,11 @@ class ConversationStore:
         pipe = self._redis.pipeline(transaction=False)
         for key in (session_key(conversation_id), conversation_key(conversation_id)):
             queue_script(pipe, SET_IF_EXISTS_SCRIPT, key, *args)
-        return any(int(touched) for touched in pipe.execute())
+        touched = any(int(done) for done in pipe.execute())
+        if touched:
+            index = user_conversations_key(user_id)
+            self._redis.eval(USER_INDEX_SCRIPT, 1, index, self._ttl, conversation_id)
+        return touched
 
     def append_message(
         self,

@@ -1,0 +1,190 @@
+"""Erasing a shop's live data from Redis: what a ``shop/redact`` must reach besides Postgres.
+
+Written once, as async code: ``scripts/unasync`` generates the blocking twin under ``_sync/``.
+
+What belongs to a shop in Redis (key names in :mod:`supabase_identity._redis_keys`):
+
+* ``merchant:<shop>``, whose ``user_id`` also names the shop's user;
+* every live conversation of that user: ``conversation:<id>``, ``session:<id>`` and
+  ``message:<id>:<seq>``, plus the conversation's entries in the archiver's own keys (due
+  index, lease, unlinked and dead hashes). They are found in the user's index
+  (``identity:user:<user>:conversations``, kept by ``ConversationStore``) and, for
+  conversations written without it, by a ``SCAN`` over ``session:*`` pages of bounded size
+  (never ``KEYS``) reading each session's ``user_id``;
+* the user's events waiting in the outbox, and its dead letters.
+
+Every delete names one key (or one list, by a one-key script), so the same code runs on one
+Redis and on a Redis Cluster, where a conversation's keys live in different slots. Running it
+twice deletes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+from .._constants import OUTBOX_KEY_PREFIX
+from .._io import AsyncRedisClient
+from .._models import RedisRedaction
+from .._redis import as_int, text
+from .._redis_keys import (
+    DEAD_LETTER_KEY,
+    DUE_KEY,
+    OUTBOX_PURGE_SCRIPT,
+    SESSION_PATTERN,
+    SESSION_PREFIX,
+    UNLINKED_KEY,
+    conversation_key,
+    lease_key,
+    legacy_outbox_keys,
+    merchant_key,
+    message_key,
+    outbox_keys,
+    session_key,
+    user_conversations_key,
+)
+
+__all__ = ["merchant_user_id", "redact_redis"]
+
+#: Session keys read per pipelined round trip while scanning (bounds memory and request size).
+SCAN_PAGE: Final = 1000
+#: Message numbers deleted per round trip past a conversation's counter; the walk stops at the
+#: first block in which nothing existed (a gap shorter than this is crossed).
+MESSAGE_BLOCK: Final = 64
+
+
+async def merchant_user_id(redis_client: AsyncRedisClient, shop_domain: str) -> str | None:
+    """The ``user_id`` in ``merchant:<shop>``, or ``None`` (absent, or not JSON with one)."""
+    raw = text(await redis_client.get(merchant_key(shop_domain)))
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    found = data.get("user_id") if isinstance(data, dict) else None
+    return found if isinstance(found, str) and found else None
+
+
+async def redact_redis(
+    redis_client: AsyncRedisClient,
+    shop_domain: str,
+    user_ids: Iterable[str],
+    *,
+    outbox_names: Sequence[str] = (OUTBOX_KEY_PREFIX,),
+) -> RedisRedaction:
+    """Delete everything Redis holds for ``shop_domain`` and its users; return what went.
+
+    ``shop_domain`` must already be normalized; ``user_ids`` are the shop's user ids known
+    elsewhere (the database), to which the one in ``merchant:<shop>`` is added.
+    """
+    users = {u for u in user_ids if u}
+    from_merchant = await merchant_user_id(redis_client, shop_domain)
+    if from_merchant:
+        users.add(from_merchant)
+    merchants = int(await redis_client.delete(merchant_key(shop_domain)))
+    conversations, keys, messages = 0, 0, 0
+    if users:
+        found = await _indexed(redis_client, users) | await _scanned(redis_client, users)
+        for conversation_id in sorted(found):
+            gone, gone_messages = await _delete_conversation(redis_client, conversation_id)
+            conversations += gone > 0
+            keys += gone + gone_messages
+            messages += gone_messages
+        keys += int(await redis_client.delete(*(user_conversations_key(u) for u in users)))
+    outbox_entries, dead_letters = await _purge_outboxes(redis_client, users, outbox_names)
+    return RedisRedaction(
+        merchant_records=merchants,
+        conversations=conversations,
+        messages=messages,
+        keys=keys + merchants,
+        outbox_entries=outbox_entries,
+        dead_letters=dead_letters,
+    )
+
+
+async def _indexed(redis_client: AsyncRedisClient, users: set[str]) -> set[str]:
+    found: set[str] = set()
+    for user_id in sorted(users):
+        members = await redis_client.smembers(user_conversations_key(user_id))
+        found.update(text(m) or "" for m in members)
+    found.discard("")
+    return found
+
+
+async def _scanned(redis_client: AsyncRedisClient, users: set[str]) -> set[str]:
+    """Conversations whose ``session:<id>`` names one of ``users`` (one SCAN, bounded pages)."""
+    found: set[str] = set()
+    page: list[str] = []
+    async for key in redis_client.scan_iter(match=SESSION_PATTERN, count=SCAN_PAGE):
+        page.append(text(key) or "")
+        if len(page) >= SCAN_PAGE:
+            found |= await _sessions_of(redis_client, page, users)
+            page = []
+    if page:
+        found |= await _sessions_of(redis_client, page, users)
+    return found
+
+
+async def _sessions_of(
+    redis_client: AsyncRedisClient, session_keys: list[str], users: set[str]
+) -> set[str]:
+    pipe = redis_client.pipeline(transaction=False)
+    for key in session_keys:
+        pipe.hget(key, "user_id")
+    replies = await pipe.execute(raise_on_error=False)
+    return {
+        key[len(SESSION_PREFIX) :]
+        for key, reply in zip(session_keys, replies, strict=True)
+        if not isinstance(reply, Exception) and text(reply) in users
+    }
+
+
+async def _delete_conversation(
+    redis_client: AsyncRedisClient, conversation_id: str
+) -> tuple[int, int]:
+    """Delete one conversation's keys; returns (contract and package keys, messages) deleted."""
+    hint = as_int(await redis_client.hget(conversation_key(conversation_id), "message_count"))
+    pipe = redis_client.pipeline(transaction=False)
+    for key in (conversation_key(conversation_id), session_key(conversation_id)):
+        pipe.delete(key)
+    pipe.delete(lease_key(conversation_id))
+    pipe.zrem(DUE_KEY, conversation_id)
+    pipe.hdel(UNLINKED_KEY, conversation_id)
+    pipe.hdel(DEAD_LETTER_KEY, conversation_id)
+    replies: list[Any] = await pipe.execute()
+    keys = sum(int(r) for r in replies[:2])
+    messages = 0
+    start, stop = 0, max(hint or 0, 0) + MESSAGE_BLOCK
+    while True:
+        deleted = await _delete_messages(redis_client, conversation_id, range(start, stop))
+        messages += deleted
+        if deleted == 0 and stop > (hint or 0):
+            return keys, messages
+        start, stop = stop, stop + MESSAGE_BLOCK
+
+
+async def _delete_messages(
+    redis_client: AsyncRedisClient, conversation_id: str, seqs: range
+) -> int:
+    pipe = redis_client.pipeline(transaction=False)
+    for seq in seqs:
+        pipe.delete(message_key(conversation_id, seq))
+    return sum(int(r) for r in await pipe.execute())
+
+
+async def _purge_outboxes(
+    redis_client: AsyncRedisClient, users: set[str], outbox_names: Sequence[str]
+) -> tuple[int, int]:
+    """Remove the users' events from each outbox (pending, in flight, legacy) and dead letters."""
+    if not users:
+        return 0, 0
+    entries, dead = 0, 0
+    args = sorted(users)
+    for name in dict.fromkeys(outbox_names):
+        pending, processing, dead_key, _lock = outbox_keys(name)
+        for key in (pending, processing, *legacy_outbox_keys(name)):
+            entries += int(await redis_client.eval(OUTBOX_PURGE_SCRIPT, 1, key, *args))
+        dead += int(await redis_client.eval(OUTBOX_PURGE_SCRIPT, 1, dead_key, *args))
+    return entries, dead
