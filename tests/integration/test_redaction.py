@@ -1,0 +1,108 @@
+"""``redact_shop`` against the real stack: every copy of one shop goes, another shop stays.
+
+Postgres through the gateway (the SQL function), Redis on the stack (one node here;
+``test_cluster.py`` runs the Redis part on a cluster).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+import redis.asyncio
+
+from supabase_identity import AsyncIdentityClient, AsyncRedisOutbox, IdentityClient, RedisOutbox
+
+from ._shops import gone, outbox_mentions, populate_shop, remaining
+from .conftest import SdkEnv, sdk_shop
+
+pytestmark = pytest.mark.integration
+
+AUDIT_KEY = "test-audit-key"
+
+
+@pytest.fixture
+def outbox(sdk_redis: redis.Redis, sdk_prefix: str) -> RedisOutbox:
+    return RedisOutbox(sdk_redis, key_prefix=sdk_prefix)
+
+
+def test_redact_shop_erases_every_copy_and_nothing_else(
+    sdk_service: IdentityClient,
+    sdk_redis: redis.Redis,
+    outbox: RedisOutbox,
+    db: psycopg.Connection[Any],
+) -> None:
+    target = populate_shop(sdk_service, sdk_redis, outbox, db, sdk_shop("redact"))
+    other = populate_shop(sdk_service, sdk_redis, outbox, db, sdk_shop("keep"))
+    before_other = remaining(sdk_service, sdk_redis, outbox, other)
+
+    result = sdk_service.redact_shop(target.domain.upper(), sdk_redis, audit_key=AUDIT_KEY)
+
+    assert (result.users, result.conversations, result.events, result.events_archive) == (
+        1,
+        3,
+        2,
+        1,
+    )
+    assert result.redis is not None
+    assert result.redis.merchant_records == 1
+    assert result.redis.conversations == 3, "two indexed conversations and one found by SCAN"
+    assert result.redis.messages == target.messages
+    assert (result.redis.outbox_entries, result.redis.dead_letters) == (1, 1)
+    assert remaining(sdk_service, sdk_redis, outbox, target) == dict.fromkeys(
+        ("users", "conversations", "events", "events_archive", "redis_keys", "outbox"), 0
+    )
+    assert remaining(sdk_service, sdk_redis, outbox, other) == before_other
+    assert outbox_mentions(outbox, other.user_id) == 2, "the other shop's outbox entries stay"
+
+
+def test_redact_shop_twice_finds_nothing_and_audits_both(
+    sdk_service: IdentityClient,
+    sdk_redis: redis.Redis,
+    outbox: RedisOutbox,
+    db: psycopg.Connection[Any],
+) -> None:
+    shop = populate_shop(sdk_service, sdk_redis, outbox, db, sdk_shop("twice"), archived=1)
+    sdk_service.redact_shop(shop.domain, sdk_redis, audit_key=AUDIT_KEY)
+
+    again = sdk_service.redact_shop(shop.domain, sdk_redis, audit_key=AUDIT_KEY)
+
+    assert (again.users, again.conversations, again.events, again.events_archive) == (0, 0, 0, 0)
+    assert again.redis is not None
+    assert again.redis.keys == 0
+    rows = db.execute(
+        "select shop_hash, counts from identity.compliance_audit where shop_hash = %s",
+        (_hash(shop.domain),),
+    ).fetchall()
+    assert len(rows) == 2, "each call leaves an audit row"
+    assert all(shop.domain not in str(row) for row in rows), "the audit never holds the domain"
+
+
+async def test_async_redact_shop(
+    sdk_env: SdkEnv,
+    sdk_service: IdentityClient,
+    sdk_redis: redis.Redis,
+    outbox: RedisOutbox,
+    sdk_prefix: str,
+    db: psycopg.Connection[Any],
+) -> None:
+    shop = populate_shop(sdk_service, sdk_redis, outbox, db, sdk_shop("aredact"))
+    r = redis.asyncio.Redis.from_url(sdk_env.redis_url)
+    try:
+        async with AsyncIdentityClient(outbox=AsyncRedisOutbox(r, key_prefix=sdk_prefix)) as aio:
+            result = await aio.redact_shop(shop.domain, audit_key=AUDIT_KEY)
+    finally:
+        await r.aclose()
+
+    assert result.users == 1
+    assert result.redis is not None, "the client's own Redis outbox names the Redis to clear"
+    assert result.redis.conversations == 3
+    assert gone(sdk_service, sdk_redis, outbox, shop)
+
+
+def _hash(domain: str) -> str:
+    from supabase_identity._compliance import shop_hash
+
+    return shop_hash(AUDIT_KEY.encode(), domain)
