@@ -104,9 +104,9 @@ def outbox_mentions(outbox: RedisOutbox, user_id: str) -> int:
     return sum(user_id.encode() in raw for raw in [*pending, *dead])
 
 
-def remaining(client: IdentityClient, r: redis.Redis, outbox: RedisOutbox, shop: Shop) -> dict[
-    str, int
-]:
+def remaining(
+    client: IdentityClient, r: redis.Redis, outbox: RedisOutbox, shop: Shop
+) -> dict[str, int]:
     """How much of ``shop`` is still anywhere (all zeros once it is redacted)."""
     return {
         "users": sdk_count(client, "users", id=shop.user_id),

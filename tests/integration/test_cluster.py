@@ -332,3 +332,70 @@ def test_a_primary_killed_mid_pass_loses_no_conversation(
 def _cluster_healthy() -> bool:
     status = [str(ROOT / "scripts" / "stack"), "cluster", "status"]
     return subprocess.run(status, capture_output=True, check=False).returncode == 0
+
+
+# --------------------------------------------------------------------------- shop redaction
+
+
+def _seed_cluster_shop(
+    rc: redis.cluster.RedisCluster, client: IdentityClient
+) -> tuple[str, str, list[str]]:
+    domain = shop()
+    user_id, _ = client.get_or_create_user(domain)
+    store = ConversationStore(rc)
+    store.remember_merchant(domain, user_id)
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    for cid in ids[:2]:  # indexed by ConversationStore
+        store.create_session(cid, user_id=user_id)
+        for i in range(3):
+            store.append_message(cid, sender="user", content=f"m{i}")
+    for cid in ids[2:]:  # the seed's layout: found by SCAN on every primary
+        rc.hset(session_key(cid), mapping={"user_id": user_id})
+        rc.hset(conversation_key(cid), mapping={"id": cid})
+        for i in range(3):
+            rc.hset(message_key(cid, i), mapping={"content": "x"})
+    client.outbox.push(  # type: ignore[union-attr]  # a Redis outbox: REDIS_URL is the cluster
+        [
+            OutboxEvent(
+                id=uuid.uuid4(),
+                user_id=user_id,
+                event_type="clu.redact",
+                event_data={},
+                created_at=datetime.now(UTC),
+            )
+        ]
+    )
+    return domain, user_id, ids
+
+
+def test_redact_shop_on_the_cluster(rc: redis.cluster.RedisCluster, client: IdentityClient) -> None:
+    domain, user_id, ids = _seed_cluster_shop(rc, client)
+    keys = [k for cid in ids for k in (conversation_key(cid), session_key(cid))]
+    keys += [message_key(cid, i) for cid in ids for i in range(3)]
+    assert len({primary_of(rc, key) for key in keys}) == 3, "the keys should span every primary"
+
+    result = client.redact_shop(domain, rc, audit_key="cluster-audit")
+
+    assert result.users == 1
+    assert result.redis is not None
+    assert (result.redis.conversations, result.redis.messages) == (4, 12)
+    assert result.redis.outbox_entries == 1
+    assert sum(int(rc.exists(key)) for key in keys) == 0
+    assert rc.exists(f"merchant:{domain}") == 0
+    assert user_id.encode() not in b"".join(rc.lrange("{identity:outbox:events}", 0, -1))
+
+
+async def test_async_redact_shop_on_the_cluster(
+    rc: redis.cluster.RedisCluster, client: IdentityClient, cluster_url: str
+) -> None:
+    domain, _user_id, ids = _seed_cluster_shop(rc, client)
+    arc = redis.asyncio.cluster.RedisCluster.from_url(cluster_url.rsplit("/", 1)[0])
+    try:
+        async with AsyncIdentityClient(redis_url=None) as aio:
+            result = await aio.redact_shop(domain, arc, audit_key="cluster-audit")
+    finally:
+        await arc.aclose()
+
+    assert result.redis is not None
+    assert (result.redis.conversations, result.redis.messages) == (4, 12)
+    assert sum(int(rc.exists(session_key(cid))) for cid in ids) == 0
