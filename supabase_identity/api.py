@@ -100,6 +100,7 @@ from ._wire import (
     conversation_list,
     search_list,
 )
+from ._webhooks import shopify_webhooks_router  # in its own module: the compliance webhooks
 
 __all__ = [
     "ConversationDetail",
@@ -112,6 +113,7 @@ __all__ = [
     "SearchListItem",
     "default_user_id_of",
     "history_router",
+    "shopify_webhooks_router",
 ]
 
 log = logging.getLogger("supabase_identity")

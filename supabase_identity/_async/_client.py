@@ -608,8 +608,8 @@ class AsyncIdentityClient(BaseIdentityClient):
         shop = normalize_shop_domain(shop_domain)
         hashed = shop_hash(audit_key.encode("utf-8") if audit_key else compliance_audit_key(), shop)
         self._require_write("redact_shop")
-        spec = self._spec_shop_users(self._rest, shop)
-        users = self._parse_shop_users(self._json(spec, await self._request(spec)))
+        known = await self.get_shop_user_id(shop)
+        users = [known] if known else []
         redis_client = redis_client or await self._outbox_redis()
         names = [self._outbox_name()]
         wiped = None
@@ -621,6 +621,12 @@ class AsyncIdentityClient(BaseIdentityClient):
             # The user was created between the lookup and the delete: its Redis copies too.
             wiped = wiped + await redact_redis(redis_client, shop, [user_id], outbox_names=names)
         return result.model_copy(update={"redis": wiped})
+
+    async def get_shop_user_id(self, shop_domain: str) -> str | None:
+        """The user id of a shop, or ``None`` when the shop has none (nothing is created)."""
+        spec = self._spec_shop_users(self._rest, normalize_shop_domain(shop_domain))
+        found = self._parse_shop_users(self._json(spec, await self._request(spec)))
+        return found[0] if found else None
 
     async def shop_data_summary(
         self, shop_domain: str, topic: str, *, audit_key: str | None = None

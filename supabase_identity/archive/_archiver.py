@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 
@@ -38,6 +38,8 @@ from .._constants import (
 )
 from .._exceptions import BackendUnavailableError, ConfigError, IdentityError
 from .._redis import RedisClient, RedisConnector, as_int, hash_field
+from .._sync._client import IdentityClient
+from .._sync._compliance import finish_pending_redactions
 from .._validation import validate_conversation_id, validate_user_id
 from ._finder import DueFinder
 from ._leases import Leases
@@ -48,9 +50,6 @@ from ._worker import Worker
 from ._writer import ArchiveWriter
 
 __all__ = ["ArchiveReport", "ArchiverConfig", "ConversationArchiver", "archive_conversation"]
-
-if TYPE_CHECKING:
-    from .._sync._client import IdentityClient
 
 logger = logging.getLogger("supabase_identity.archive")
 
@@ -91,8 +90,6 @@ class ConversationArchiver:
         self._owned_client: IdentityClient | None = None
         self._owned_redis: RedisConnector | None = None
         if client is None:
-            from .._sync._client import IdentityClient
-
             client = self._owned_client = IdentityClient()
         if redis_client is None:
             try:
@@ -372,6 +369,8 @@ class ConversationArchiver:
             self._client.flush_events()
         except IdentityError as err:
             logger.warning("events outbox flush failed: %s", err)
+        if isinstance(self._client, IdentityClient):  # shop redactions a dead process left
+            finish_pending_redactions(self._client, self._redis)
 
 
 def archive_conversation(
