@@ -1,5 +1,5 @@
 """The ``supabase-identity`` command line: doctor, users, history, export, events, archive,
-stats, maintain.
+stats, maintain, redact-shop.
 
 Usage::
 
@@ -13,6 +13,7 @@ Usage::
     supabase-identity archive --once | --loop | --check
     supabase-identity stats
     supabase-identity maintain --dry-run
+    supabase-identity redact-shop cool-shop.myshopify.com --yes
 
 Built on Typer (Click) and Rich. Every command reads its configuration like the library does
 (environment, then ``.env.local``, then ``.env``; ``--env-dir`` picks the folder).
@@ -1173,6 +1174,56 @@ def maintain(
         _print_json(run.as_dict())
     else:
         out.print(render_maintenance(run))
+
+
+# ------------------------------------------------------------------------------------------------
+# redact-shop
+# ------------------------------------------------------------------------------------------------
+
+
+def _stdin_is_terminal() -> bool:
+    """Whether stdin is a terminal (tests patch this to answer the confirmation)."""
+    return sys.stdin.isatty()
+
+
+@app.command("redact-shop")
+def redact_shop(
+    shop: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    json_output: JsonFlag = None,
+) -> None:
+    """Erase every copy of a shop's data (Shopify's shop/redact), then print the counts.
+
+    Deletes the shop's user, archived conversations, events and archived events (one
+    transaction, with an audit row holding only a keyed hash of the domain), and, when REDIS_URL
+    is set, its merchant record, live conversations, outbox entries and dead letters. Running it
+    again finds nothing. Asks for confirmation on a terminal; elsewhere --yes is required.
+    """
+    from ._validation import normalize_shop_domain
+
+    domain = normalize_shop_domain(shop)
+    if not yes:
+        if not _stdin_is_terminal():
+            raise CliError("redact-shop erases data: pass --yes when not on a terminal")
+        typer.confirm(f"Erase every copy of {domain}'s data? This cannot be undone", abort=True)
+    with _client() as client:
+        result = client.redact_shop(domain)
+    if _want_json(json_output):
+        _print_json(result.model_dump(mode="json"))
+        return
+    wiped = result.redis
+    out.print(
+        f"{domain}: deleted {result.users} user, {result.conversations} archived conversations, "
+        f"{result.events} events, {result.events_archive} archived events"
+    )
+    if wiped is None:
+        out.print("Redis: not configured (REDIS_URL), nothing deleted there")
+    else:
+        out.print(
+            f"Redis: {wiped.conversations} live conversations ({wiped.messages} messages), "
+            f"{wiped.merchant_records} merchant record, {wiped.outbox_entries} outbox entries, "
+            f"{wiped.dead_letters} dead letters; {wiped.keys} keys in all"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

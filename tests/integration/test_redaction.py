@@ -6,6 +6,11 @@ Postgres through the gateway (the SQL function), Redis on the stack (one node he
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,7 +21,7 @@ import redis.asyncio
 from supabase_identity import AsyncIdentityClient, AsyncRedisOutbox, IdentityClient, RedisOutbox
 
 from ._shops import gone, outbox_mentions, populate_shop, remaining
-from .conftest import SdkEnv, sdk_shop
+from .conftest import SdkEnv, sdk_count, sdk_shop
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +111,39 @@ def _hash(domain: str) -> str:
     from supabase_identity._compliance import shop_hash
 
     return shop_hash(AUDIT_KEY.encode(), domain)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "supabase-identity"), *args],
+        env={**os.environ, "IDENTITY_AUDIT_KEY": AUDIT_KEY},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_redact_shop_needs_yes_off_a_terminal_then_prints_counts(
+    sdk_service: IdentityClient,
+    sdk_redis: redis.Redis,
+    outbox: RedisOutbox,
+    db: psycopg.Connection[Any],
+) -> None:
+    shop = populate_shop(sdk_service, sdk_redis, outbox, db, sdk_shop("cli"), archived=2)
+
+    refused = _cli("redact-shop", shop.domain)
+    assert refused.returncode == 1
+    assert "--yes" in refused.stderr
+    assert sdk_count(sdk_service, "users", id=shop.user_id) == 1, "nothing deleted unconfirmed"
+
+    done = _cli("redact-shop", shop.domain, "--yes", "--json")
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)
+    assert (counts["users"], counts["conversations"], counts["events"]) == (1, 2, 2)
+    assert counts["redis"]["conversations"] == 3
+    assert counts["redis"]["merchant_records"] == 1
+
+    again = json.loads(_cli("redact-shop", shop.domain, "--yes", "--json").stdout)
+    assert (again["users"], again["conversations"], again["redis"]["keys"]) == (0, 0, 0)
