@@ -40,8 +40,6 @@ from .._redis_keys import (
 from ._client import AsyncIdentityClient
 
 __all__ = [
-    "PENDING_GRACE",
-    "SEEN_TTL",
     "finish_pending_redactions",
     "forget_webhook",
     "record_webhook",

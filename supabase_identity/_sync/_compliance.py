@@ -41,8 +41,6 @@ from .._redis_keys import (
 from ._client import IdentityClient
 
 __all__ = [
-    "PENDING_GRACE",
-    "SEEN_TTL",
     "finish_pending_redactions",
     "forget_webhook",
     "record_webhook",
