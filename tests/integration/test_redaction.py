@@ -6,10 +6,15 @@ Postgres through the gateway (the SQL function), Redis on the stack (one node he
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,10 @@ import redis
 import redis.asyncio
 
 from supabase_identity import AsyncIdentityClient, AsyncRedisOutbox, IdentityClient, RedisOutbox
+from supabase_identity._redis_keys import COMPLIANCE_PENDING_KEY
+from supabase_identity.archive import ArchiverConfig, ConversationArchiver
 
+from .._wait import wait_until
 from ._shops import gone, outbox_mentions, populate_shop, remaining
 from .conftest import SdkEnv, sdk_count, sdk_shop
 
@@ -147,3 +155,34 @@ def test_cli_redact_shop_needs_yes_off_a_terminal_then_prints_counts(
 
     again = json.loads(_cli("redact-shop", shop.domain, "--yes", "--json").stdout)
     assert (again["users"], again["conversations"], again["redis"]["keys"]) == (0, 0, 0)
+
+
+def test_the_archiver_loop_finishes_a_redaction_a_dead_process_left(
+    sdk_service: IdentityClient,
+    sdk_redis: redis.Redis,
+    outbox: RedisOutbox,
+    db: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IDENTITY_AUDIT_KEY", AUDIT_KEY)
+    shop = populate_shop(sdk_service, sdk_redis, outbox, db, sdk_shop("orphan"), archived=1)
+    # What a webhook left when its process died right after answering (an hour ago).
+    record = {"webhook_id": str(uuid.uuid4()), "received_at": time.time() - 3600}
+    sdk_redis.hset(COMPLIANCE_PENDING_KEY, shop.domain, json.dumps(record))
+    archiver = ConversationArchiver(
+        sdk_service, sdk_redis, config=ArchiverConfig(interval=timedelta(seconds=1))
+    )
+    loop_thread = threading.Thread(target=lambda: asyncio.run(archiver.run_forever()))
+    try:
+        loop_thread.start()
+        wait_until(
+            lambda: (
+                gone(sdk_service, sdk_redis, outbox, shop)
+                and not sdk_redis.hexists(COMPLIANCE_PENDING_KEY, shop.domain)
+            ),
+            "the archiver's loop did not finish the pending redaction",
+        )
+    finally:
+        archiver.stop()
+        loop_thread.join(timeout=60)
+    assert not loop_thread.is_alive(), "run_forever did not stop"
