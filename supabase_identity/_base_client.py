@@ -40,6 +40,7 @@ from postgrest import AsyncPostgrestClient, SyncPostgrestClient
 from postgrest.types import CountMethod
 from tenacity import RetryCallState
 
+from ._compliance import audit_key, shop_hash
 from ._constants import (
     CONVERSATION_COLUMNS,
     CONVERSATION_LIST_COLUMNS,
@@ -773,6 +774,12 @@ class BaseIdentityClient:
         return self._spec("events", template, query)
 
     # --- compliance (service key only) -----------------------------------------------------
+
+    @staticmethod
+    def _shop_and_hash(shop_domain: str, key: str | None) -> tuple[str, str]:
+        """The normalized shop and its audit hash (``key``, else the environment's key)."""
+        shop = normalize_shop_domain(shop_domain)
+        return shop, shop_hash(key.encode("utf-8") if key else audit_key(), shop)
 
     def _spec_shop_users(self, rest: RestClient, shop_domain: str) -> RequestSpec:
         """The id of the user of a (normalized) shop: ``[]`` or ``[{"id": …}]``."""

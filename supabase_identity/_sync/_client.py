@@ -43,8 +43,6 @@ from .._base_client import (
     is_retryable_exception,
     is_retryable_status,
 )
-from .._compliance import audit_key as compliance_audit_key
-from .._compliance import shop_hash
 from .._constants import (
     DEFAULT_CONNECTION_LIMITS,
     DEFAULT_EVENT_RETENTION_DAYS,
@@ -598,8 +596,7 @@ class IdentityClient(BaseIdentityClient):
             APIConnectionError, InternalServerError: the database could not be reached (Redis
                 may already be cleared; call again, nothing is deleted twice).
         """
-        shop = normalize_shop_domain(shop_domain)
-        hashed = shop_hash(audit_key.encode("utf-8") if audit_key else compliance_audit_key(), shop)
+        shop, hashed = self._shop_and_hash(shop_domain, audit_key)
         self._require_write("redact_shop")
         known = self.get_shop_user_id(shop)
         users = [known] if known else []
@@ -629,8 +626,7 @@ class IdentityClient(BaseIdentityClient):
         For ``customers/data_request`` and ``customers/redact``: the package keeps no
         per-customer records, so what it can report is the shop's own data, as counts.
         """
-        shop = normalize_shop_domain(shop_domain)
-        hashed = shop_hash(audit_key.encode("utf-8") if audit_key else compliance_audit_key(), shop)
+        shop, hashed = self._shop_and_hash(shop_domain, audit_key)
         self._require_write("shop_data_summary")
         spec = self._spec_shop_data_summary(self._rest, shop, hashed, topic)
         data = self._json(spec, self._request(spec))
