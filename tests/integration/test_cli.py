@@ -281,7 +281,7 @@ def test_doctor_passes_against_the_stack(cli: Cli) -> None:
     assert detail.startswith(f"SUPABASE_URL={cli.env['SUPABASE_URL']} (URL from SUPABASE_URL ")
     assert "service key from SUPABASE_SERVICE_ROLE_KEY (environment)" in detail
     assert "service" in by_name["key"]["detail"]
-    assert by_name["RLS"]["detail"] == "enabled on every table (4)"
+    assert by_name["RLS"]["detail"] == "enabled on every table (5)"
 
     text = cli.run("doctor", "--no-json")
     assert text.returncode == 0
