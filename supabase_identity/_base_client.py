@@ -40,7 +40,7 @@ from postgrest import AsyncPostgrestClient, SyncPostgrestClient
 from postgrest.types import CountMethod
 from tenacity import RetryCallState
 
-from ._compliance import audit_key, shop_hash
+from ._compliance import shop_hash
 from ._constants import (
     CONVERSATION_COLUMNS,
     CONVERSATION_LIST_COLUMNS,
@@ -336,6 +336,7 @@ class Credentials:
     jwt_secret: str | None
     redis_url: str | None
     redis_cluster: bool | None = None
+    audit_key: str | None = None
 
 
 def _secret(value: Any) -> str | None:
@@ -415,6 +416,7 @@ def resolve_credentials(**sources: Unpack[CredentialSources]) -> Credentials:
         jwt_secret=_secret(settings.jwt_secret),
         redis_url=resolved_redis,
         redis_cluster=settings.redis_cluster,
+        audit_key=_secret(settings.audit_key),
     )
 
 
@@ -481,6 +483,7 @@ class BaseIdentityClient:
         )
         self._redis_url = creds.redis_url
         self._redis_cluster = creds.redis_cluster
+        self._audit_key = creds.audit_key
         self._templates = {}  # request shapes, shared with derived clients (no credentials)
         self.timeout = given(timeout, DEFAULT_TIMEOUT)
         self.max_retries = given(max_retries, DEFAULT_MAX_RETRIES)
@@ -775,11 +778,16 @@ class BaseIdentityClient:
 
     # --- compliance (service key only) -----------------------------------------------------
 
-    @staticmethod
-    def _shop_and_hash(shop_domain: str, key: str | None) -> tuple[str, str]:
-        """The normalized shop and its audit hash (``key``, else the environment's key)."""
+    def _shop_and_hash(self, shop_domain: str, key: str | None) -> tuple[str, str]:
+        """The normalized shop and its audit hash (``key``, else the configured audit key)."""
         shop = normalize_shop_domain(shop_domain)
-        return shop, shop_hash(key.encode("utf-8") if key else audit_key(), shop)
+        key = key or self._audit_key
+        if not key:
+            raise ConfigError(
+                "IDENTITY_AUDIT_KEY (or SHOPIFY_API_SECRET) is not set: the compliance audit "
+                "needs a key to hash shop domains with"
+            )
+        return shop, shop_hash(key.encode("utf-8"), shop)
 
     def _spec_shop_users(self, rest: RestClient, shop_domain: str) -> RequestSpec:
         """The id of the user of a (normalized) shop: ``[]`` or ``[{"id": …}]``."""

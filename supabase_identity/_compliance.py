@@ -20,18 +20,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from ._exceptions import ConfigError
-
 __all__ = [
-    "AUDIT_KEY_ENV",
     "SHOPIFY_SECRET_ENV",
-    "audit_key",
     "shop_hash",
     "shopify_secrets",
     "verify_shopify_hmac",
 ]
 
-AUDIT_KEY_ENV: Final = "IDENTITY_AUDIT_KEY"
 SHOPIFY_SECRET_ENV: Final = "SHOPIFY_API_SECRET"  # noqa: S105  # a variable name
 
 
@@ -39,21 +34,6 @@ def shopify_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
     """The secrets in ``SHOPIFY_API_SECRET`` (comma-separated, blanks ignored), in order."""
     env = os.environ if environ is None else environ
     return [part.strip() for part in env.get(SHOPIFY_SECRET_ENV, "").split(",") if part.strip()]
-
-
-def audit_key(environ: Mapping[str, str] | None = None) -> bytes:
-    """The key of the audit's shop hash; ``ConfigError`` naming both variables when unset."""
-    env = os.environ if environ is None else environ
-    key = env.get(AUDIT_KEY_ENV, "").strip()
-    if not key:
-        secrets = shopify_secrets(env)
-        key = secrets[0] if secrets else ""
-    if not key:
-        raise ConfigError(
-            f"{AUDIT_KEY_ENV} (or {SHOPIFY_SECRET_ENV}) is not set: the compliance audit needs "
-            "a key to hash shop domains with"
-        )
-    return key.encode("utf-8")
 
 
 def shop_hash(key: bytes, shop_domain: str) -> str:

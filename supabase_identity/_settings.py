@@ -77,6 +77,8 @@ _VARIABLES: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
     ),
     ("redis_url", (("REDIS_URL",),)),
     ("redis_cluster", (("REDIS_CLUSTER",),)),
+    # The compliance audit's hash key; else the first of the Shopify app's secrets.
+    ("audit_key", (("IDENTITY_AUDIT_KEY", "SHOPIFY_API_SECRET"),)),
 )
 #: The ``.env`` files read, highest precedence first (all below the real environment).
 ENV_FILES: tuple[str, ...] = (".env.tunnel", ".env.local", ".env")
@@ -137,6 +139,17 @@ class Settings(BaseModel):
     redis_url: SecretStr | None = None
     #: ``REDIS_CLUSTER``: force cluster mode on or off; ``None`` detects it from the node.
     redis_cluster: bool | None = None
+    #: ``IDENTITY_AUDIT_KEY``, else the first secret of ``SHOPIFY_API_SECRET``: the key of the
+    #: compliance audit's shop hash.
+    audit_key: SecretStr | None = None
+
+    @field_validator("audit_key")
+    @classmethod
+    def _first_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        first = next((p.strip() for p in value.get_secret_value().split(",") if p.strip()), "")
+        return SecretStr(first) if first else None
 
     def check_one_project(self, *, ignore: Collection[str] = ()) -> None:
         """Refuse keys of another project: the URL from ``IDENTITY_SUPABASE_URL``, a key from a

@@ -169,8 +169,9 @@ def test_the_archiver_loop_finishes_a_redaction_a_dead_process_left(
     # What a webhook left when its process died right after answering (an hour ago).
     record = {"webhook_id": str(uuid.uuid4()), "received_at": time.time() - 3600}
     sdk_redis.hset(COMPLIANCE_PENDING_KEY, shop.domain, json.dumps(record))
+    service = IdentityClient(outbox=outbox)  # reads IDENTITY_AUDIT_KEY, as a deployment would
     archiver = ConversationArchiver(
-        sdk_service, sdk_redis, config=ArchiverConfig(interval=timedelta(seconds=1))
+        service, sdk_redis, config=ArchiverConfig(interval=timedelta(seconds=1))
     )
     loop_thread = threading.Thread(target=lambda: asyncio.run(archiver.run_forever()))
     try:
@@ -185,4 +186,5 @@ def test_the_archiver_loop_finishes_a_redaction_a_dead_process_left(
     finally:
         archiver.stop()
         loop_thread.join(timeout=60)
+        service.close()
     assert not loop_thread.is_alive(), "run_forever did not stop"

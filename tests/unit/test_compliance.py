@@ -8,9 +8,8 @@ import hmac
 
 import pytest
 
-from supabase_identity import ConfigError
+from supabase_identity import ConfigError, IdentityClient, Settings, load_settings
 from supabase_identity._compliance import (
-    audit_key,
     shop_hash,
     shopify_secrets,
     verify_shopify_hmac,
@@ -36,11 +35,25 @@ def test_only_a_signature_of_this_body_under_a_listed_secret_verifies() -> None:
     assert not verify_shopify_hmac(BODY, signature(BODY, "new"), []), "no secret: nothing passes"
 
 
-def test_audit_key_prefers_its_own_variable_then_the_first_secret() -> None:
-    assert audit_key({"IDENTITY_AUDIT_KEY": "k", "SHOPIFY_API_SECRET": "s"}) == b"k"
-    assert audit_key({"SHOPIFY_API_SECRET": "s1,s2"}) == b"s1"
-    with pytest.raises(ConfigError, match="IDENTITY_AUDIT_KEY"):
-        audit_key({})
+def test_the_audit_key_is_its_own_variable_else_the_first_shopify_secret() -> None:
+    both = {"IDENTITY_AUDIT_KEY": "k", "SHOPIFY_API_SECRET": "s"}
+    assert _key(load_settings(environ=both, env_dir="/nonexistent")) == "k"
+    rotation = {"SHOPIFY_API_SECRET": " s1 , s2"}
+    assert _key(load_settings(environ=rotation, env_dir="/nonexistent")) == "s1"
+    assert load_settings(environ={}, env_dir="/nonexistent").audit_key is None
+
+
+def test_redact_shop_without_an_audit_key_is_a_config_error_before_any_request() -> None:
+    env = {"SUPABASE_URL": "http://127.0.0.1:9", "SUPABASE_SERVICE_ROLE_KEY": "sb_secret_x"}
+    with (
+        IdentityClient(environ=env, env_dir="/nonexistent", redis_url=None) as client,
+        pytest.raises(ConfigError, match="IDENTITY_AUDIT_KEY"),
+    ):
+        client.redact_shop("a.myshopify.com")
+
+
+def _key(settings: Settings) -> str | None:
+    return None if settings.audit_key is None else settings.audit_key.get_secret_value()
 
 
 def test_shop_hash_is_keyed_and_never_the_domain() -> None:
