@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -26,7 +24,6 @@ import httpx
 import psycopg
 import pytest
 import schemathesis
-import uvicorn
 from fastapi import FastAPI, Request
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -46,7 +43,7 @@ from supabase_identity._redis import connect_redis
 from supabase_identity._validation import validate_user_id
 from supabase_identity.api import history_router
 
-from .._wait import wait_until
+from ._uvicorn import serve
 from .conftest import GatewayEnv, sdk_shop
 
 pytestmark = pytest.mark.integration
@@ -84,39 +81,6 @@ def build_app(*, prefix: str = "") -> FastAPI:
         prefix=prefix,
     )
     return app
-
-
-@contextmanager
-def serve(app: FastAPI, name: str) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a loopback socket in a thread; yield its base URL.
-
-    The server is stopped and its thread joined before this returns.
-    """
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
-    thread.start()
-    try:
-        wait_until(
-            lambda: server.started or not thread.is_alive(),
-            f"uvicorn did not start {name} (see its log above)",
-        )
-        assert thread.is_alive(), f"uvicorn exited while starting {name}"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
-    assert not thread.is_alive(), f"uvicorn did not shut down {name}"
 
 
 @pytest.fixture(scope="session")

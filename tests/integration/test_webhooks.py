@@ -13,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,7 +26,6 @@ import psycopg
 import pytest
 import redis
 import redis.asyncio
-import uvicorn
 from fastapi import FastAPI
 
 from supabase_identity import (
@@ -49,6 +47,7 @@ from supabase_identity.api import shopify_webhooks_router
 
 from .._wait import wait_until
 from ._shops import Shop, gone, populate_shop
+from ._uvicorn import serve
 from .conftest import PostgrestSwitch, SdkEnv, sdk_count, sdk_shop
 
 pytestmark = pytest.mark.integration
@@ -132,38 +131,20 @@ def service(sdk_env: SdkEnv) -> Iterator[Service]:
     gate = Gate()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SHOPIFY_API_SECRET", f"{SECRET}, {OLD_SECRET}")
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            build_app(sdk_env.redis_url, prefix, gate),
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="webhooks", daemon=True
-        )
-        thread.start()
         r = redis.Redis.from_url(sdk_env.redis_url)
         outbox = RedisOutbox(r, key_prefix=prefix)
         try:
-            wait_until(
-                lambda: server.started or not thread.is_alive(), "uvicorn did not start the app"
-            )
-            assert thread.is_alive(), "uvicorn exited while starting the webhooks app"
-            with IdentityClient(outbox=outbox) as client:
-                yield Service(f"http://127.0.0.1:{port}", gate, client, outbox, r)
+            with (
+                serve(build_app(sdk_env.redis_url, prefix, gate), "webhooks") as url,
+                IdentityClient(outbox=outbox) as client,
+            ):
+                try:
+                    yield Service(url, gate, client, outbox, r)
+                finally:
+                    gate.open()  # nothing stays held at the gate, so the server can stop
         finally:
-            gate.open()  # nothing stays held at the gate
-            server.should_exit = True
-            thread.join(timeout=15)
-            sock.close()
             r.delete(*outbox_keys(prefix))
             r.close()
-        assert not thread.is_alive(), "uvicorn did not shut down"
 
 
 @pytest.fixture
