@@ -89,6 +89,7 @@ from ._exceptions import (
     PermissionDeniedError,
     ValidationError,
 )
+from ._webhooks import shopify_webhooks_router  # in its own module: the compliance webhooks
 from ._wire import (
     ConversationDetail,
     ConversationList,
@@ -100,7 +101,6 @@ from ._wire import (
     conversation_list,
     search_list,
 )
-from ._webhooks import shopify_webhooks_router  # in its own module: the compliance webhooks
 
 __all__ = [
     "ConversationDetail",
