@@ -45,6 +45,17 @@ class GatewayEnv:
         return self.url.rstrip("/") + "/rest/v1"
 
 
+def stack_variable(name: str) -> str:
+    """A variable ``scripts/stack env`` sets; the test fails, saying how to set it, when unset."""
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(
+            f'{name} is not set: run `scripts/stack up && eval "$(scripts/stack env)"` first.',
+            pytrace=False,
+        )
+    return value
+
+
 @pytest.fixture(scope="session")
 def gw_env() -> GatewayEnv:
     missing = [name for name in GW_REQUIRED_ENV if not os.environ.get(name)]

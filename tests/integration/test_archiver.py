@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -43,20 +42,10 @@ from supabase_identity.archive import (
 from supabase_identity.archive._rows import row_identity
 
 from .._wait import wait_until
-from .conftest import PostgrestSwitch
+from .conftest import PostgrestSwitch, stack_variable
 
 pytestmark = pytest.mark.integration
 ARCHIVER_REDIS_DB = 7
-
-
-def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(
-            f'{name} is not set: run `scripts/stack up && eval "$(scripts/stack env)"`',
-            pytrace=False,
-        )
-    return value
 
 
 def flush(client: RedisClient) -> None:
@@ -74,9 +63,9 @@ def flush(client: RedisClient) -> None:
 @pytest.fixture(params=["single", "cluster"])
 def r(request: pytest.FixtureRequest) -> Iterator[RedisClient]:
     if request.param == "cluster":
-        client = connect_redis(_env("REDIS_CLUSTER_URL"), cluster=True)
+        client = connect_redis(stack_variable("REDIS_CLUSTER_URL"), cluster=True)
     else:
-        url = _env("REDIS_URL").rsplit("/", 1)[0] + f"/{ARCHIVER_REDIS_DB}"
+        url = stack_variable("REDIS_URL").rsplit("/", 1)[0] + f"/{ARCHIVER_REDIS_DB}"
         client = connect_redis(url, cluster=False)
     flush(client)
     yield client
@@ -87,7 +76,9 @@ def r(request: pytest.FixtureRequest) -> Iterator[RedisClient]:
 @pytest.fixture(scope="module")
 def client() -> Iterator[IdentityClient]:
     with IdentityClient(
-        url=_env("SUPABASE_URL"), key=_env("SUPABASE_SERVICE_ROLE_KEY"), redis_url=None
+        url=stack_variable("SUPABASE_URL"),
+        key=stack_variable("SUPABASE_SERVICE_ROLE_KEY"),
+        redis_url=None,
     ) as c:
         yield c
 
@@ -897,8 +888,8 @@ ConversationArchiver(Stuck(), r, config=config, worker_id="holder").run_once()
 
 def _redis_url_of(r: RedisClient) -> tuple[str, str]:
     if isinstance(r, redis.cluster.RedisCluster):
-        return _env("REDIS_CLUSTER_URL"), "cluster"
-    return _env("REDIS_URL").rsplit("/", 1)[0] + f"/{ARCHIVER_REDIS_DB}", "single"
+        return stack_variable("REDIS_CLUSTER_URL"), "cluster"
+    return stack_variable("REDIS_URL").rsplit("/", 1)[0] + f"/{ARCHIVER_REDIS_DB}", "single"
 
 
 def test_a_live_workers_claims_are_never_taken_and_a_dead_ones_are(
@@ -974,7 +965,7 @@ ENV_ARCHIVER_REDIS_DB = 13
 @pytest.fixture
 def env_redis(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[RedisClient]:
     """REDIS_URL pointing at an empty database of this test's own; no .env files around."""
-    url = _env("REDIS_URL").rsplit("/", 1)[0] + f"/{ENV_ARCHIVER_REDIS_DB}"
+    url = stack_variable("REDIS_URL").rsplit("/", 1)[0] + f"/{ENV_ARCHIVER_REDIS_DB}"
     monkeypatch.setenv("REDIS_URL", url)
     monkeypatch.chdir(tmp_path)
     client = connect_redis(url, cluster=False)

@@ -43,8 +43,8 @@ from supabase_identity._settings import load_settings
 from supabase_identity.archive import ArchiverConfig, ConversationArchiver, ConversationStore
 
 from .._wait import wait_until
-from .conftest import sdk_stack
-from .test_archiver import _env, flush
+from .conftest import sdk_stack, stack_variable
+from .test_archiver import flush
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ BIN = Path(sys.executable).parent / "supabase-identity"
 
 @pytest.fixture
 def cluster_url() -> str:
-    return _env("REDIS_CLUSTER_URL")
+    return stack_variable("REDIS_CLUSTER_URL")
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def primary_of(rc: redis.cluster.RedisCluster, key: str) -> str:
 def test_redis_url_naming_any_node_is_detected_and_redis_cluster_forces_it(
     cluster_url: str,
 ) -> None:
-    single = _env("REDIS_URL")
+    single = stack_variable("REDIS_URL")
     replica_port = int(cluster_url.rsplit(":", 1)[1].split("/")[0]) + 5  # any node will do
     any_node = cluster_url.rsplit(":", 1)[0] + f":{replica_port}/0"
     detected = [connect_redis(cluster_url), connect_redis(single)]

@@ -24,29 +24,23 @@ import pytest
 
 from supabase_identity import AsyncIdentityClient, IdentityClient, run_maintenance
 
+from .conftest import stack_variable
+
 BIN = Path(sys.executable).parent / "supabase-identity"
-
-
-def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(
-            f'{name} is not set: run `scripts/stack up && eval "$(scripts/stack env)"` first.',
-            pytrace=False,
-        )
-    return value
 
 
 @pytest.fixture(scope="module")
 def db() -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(_env("SUPABASE_DB_URL"), autocommit=True) as conn:
+    with psycopg.connect(stack_variable("SUPABASE_DB_URL"), autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[IdentityClient]:
     with IdentityClient(
-        url=_env("SUPABASE_URL"), key=_env("SUPABASE_SERVICE_ROLE_KEY"), redis_url=None
+        url=stack_variable("SUPABASE_URL"),
+        key=stack_variable("SUPABASE_SERVICE_ROLE_KEY"),
+        redis_url=None,
     ) as c:
         yield c
 
@@ -159,7 +153,9 @@ def test_get_stats_exact_figures(client: IdentityClient, seeded: Seeded) -> None
 
 async def test_async_get_stats_exact_figures(seeded: Seeded) -> None:
     async with AsyncIdentityClient(
-        url=_env("SUPABASE_URL"), key=_env("SUPABASE_SERVICE_ROLE_KEY"), redis_url=None
+        url=stack_variable("SUPABASE_URL"),
+        key=stack_variable("SUPABASE_SERVICE_ROLE_KEY"),
+        redis_url=None,
     ) as aclient:
         _assert_figures(await aclient.get_stats(as_of=seeded.as_of), seeded)
 
@@ -289,7 +285,7 @@ def test_run_maintenance_moves_deletes_and_keeps(
 
 def test_a_locked_batch_is_skipped_not_waited_for(client: IdentityClient, old_rows: Old) -> None:
     """Another transaction holds the oldest event: the move takes the others and returns."""
-    with psycopg.connect(_env("SUPABASE_DB_URL")) as holder:
+    with psycopg.connect(stack_variable("SUPABASE_DB_URL")) as holder:
         holder.execute(
             "select 1 from identity.events where id = %s for update", (old_rows.old_events[0],)
         )
@@ -349,5 +345,5 @@ def test_pg_cron_jobs_exist_and_their_commands_run(db: psycopg.Connection[Any]) 
         "identity-delete-unlinked-conversations",
     ]
     for command in jobs.values():
-        with psycopg.connect(_env("SUPABASE_DB_URL"), autocommit=True) as conn:
+        with psycopg.connect(stack_variable("SUPABASE_DB_URL"), autocommit=True) as conn:
             conn.execute(command)  # raises if the job would fail

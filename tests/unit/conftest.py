@@ -27,6 +27,18 @@ ANON_KEY = jwt.encode({"role": "anon", "iss": "supabase"}, JWT_SECRET, algorithm
 SECRET_KEY = "sb_secret_unit0test0secret0key0value0abcdef"
 PUBLISHABLE_KEY = "sb_publishable_unit0test0publishable0key0abc"
 USER_ID = "usr_0123456789abcdef01234567"
+#: The environment a CLI test runs the app with: a service key on the respx-mocked gateway, no
+#: Redis, and nothing of the caller's own (``None`` unsets a variable).
+CLI_ENV: dict[str, str | None] = {
+    "SUPABASE_URL": BASE_URL,
+    "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
+    "SUPABASE_SECRET_KEY": None,
+    "SUPABASE_ANON_KEY": ANON_KEY,
+    "SUPABASE_PUBLISHABLE_KEY": None,
+    "SUPABASE_JWT_SECRET": JWT_SECRET,
+    "REDIS_URL": None,
+    "SUPABASE_IDENTITY_DEBUG": None,
+}
 OTHER_USER_ID = "usr_fedcba9876543210fedcba98"
 
 

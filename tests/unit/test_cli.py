@@ -24,7 +24,7 @@ from typer.testing import CliRunner, Result
 from supabase_identity import ArchiveReport, ConversationArchiver, IdentityClient, __version__, cli
 from supabase_identity._constants import REQUIRED_FUNCTIONS
 
-from .conftest import ANON_KEY, BASE_URL, JWT_SECRET, SERVICE_KEY, USER_ID, SleepRecorder
+from .conftest import ANON_KEY, BASE_URL, CLI_ENV, JWT_SECRET, SERVICE_KEY, USER_ID, SleepRecorder
 
 SHOP = "cool-shop.myshopify.com"
 
@@ -53,17 +53,7 @@ def invoke(
     ) -> Result:
         monkeypatch.setattr(cli, "_stdout_is_terminal", lambda: tty)
         monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: stderr_tty)
-        environment: dict[str, str | None] = {
-            "SUPABASE_URL": BASE_URL,
-            "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
-            "SUPABASE_SECRET_KEY": None,
-            "SUPABASE_ANON_KEY": ANON_KEY,
-            "SUPABASE_PUBLISHABLE_KEY": None,
-            "SUPABASE_JWT_SECRET": JWT_SECRET,
-            "REDIS_URL": None,
-            "SUPABASE_IDENTITY_DEBUG": None,
-            "COLUMNS": "120",
-        }
+        environment: dict[str, str | None] = {**CLI_ENV, "COLUMNS": "120"}
         environment.update(env or {})
         return runner.invoke(cli.app, ["--env-dir", str(empty_env_dir), *args], env=environment)
 

@@ -32,7 +32,7 @@ from supabase_identity import (
 )
 from supabase_identity._cli_render import bar, human_bytes, sparkline
 
-from .conftest import ANON_KEY, BASE_URL, JWT_SECRET, SERVICE_KEY, make_client
+from .conftest import ANON_KEY, CLI_ENV, make_client
 
 AS_OF = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)
 
@@ -451,16 +451,7 @@ def invoke(api: respx.MockRouter, empty_env_dir: Path, monkeypatch: pytest.Monke
         monkeypatch.setattr(cli, "_stdout_is_terminal", lambda: tty)
         monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: False)
         monkeypatch.setattr(cli.out.console, "_width", columns)
-        env: dict[str, str | None] = {
-            "SUPABASE_URL": BASE_URL,
-            "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
-            "SUPABASE_SECRET_KEY": None,
-            "SUPABASE_ANON_KEY": ANON_KEY,
-            "SUPABASE_PUBLISHABLE_KEY": None,
-            "SUPABASE_JWT_SECRET": JWT_SECRET,
-            "REDIS_URL": redis_url,
-            "SUPABASE_IDENTITY_DEBUG": None,
-        }
+        env: dict[str, str | None] = {**CLI_ENV, "REDIS_URL": redis_url}
         return runner.invoke(cli.app, ["--env-dir", str(empty_env_dir), *args], env=env)
 
     return run
