@@ -76,6 +76,8 @@ def human_bytes(size: int) -> str:
 def _seconds(value: float | None) -> str:
     if value is None:
         return NONE
+    if value < 0:
+        return "-" + _seconds(-value)
     if value < 120:
         return f"{value:.1f} s"
     if value < 7200:
@@ -140,6 +142,12 @@ def render_stats(
         f"avg {_seconds(archival.latency_avg_seconds)} · "
         f"p95 {_seconds(archival.latency_p95_seconds)} · "
         f"{archival.latency_samples:,} with an end or expiry",
+    )
+    health.add_row(
+        "before expiry",
+        f"avg {_seconds(archival.before_expiry_avg_seconds)} · "
+        f"closest {_seconds(archival.before_expiry_min_seconds)} · "
+        f"{archival.expiry_samples:,} with an expiry",
     )
     if archiver is not None:
         c = archiver.counters

@@ -292,8 +292,11 @@ class ArchivalStats(_Model):
     """Archival health over the 24 hours up to ``IdentityStats.as_of``.
 
     A conversation counts once, in the hour of its latest archive. Latency runs from
-    ``ended_at`` (or the expiry the archiver recorded) to ``archived_at``, over the conversations
-    archived in the window that have either; ``latency_samples`` says how many that was.
+    ``ended_at`` to ``archived_at`` or, for a conversation that did not end, from the expiry the
+    archiver recorded when the archive came after it; ``latency_samples`` says how many
+    conversations had either. ``before_expiry_*`` are how long before that recorded expiry each
+    conversation was archived (average, and the closest call; negative: archived after it),
+    over the ``expiry_samples`` conversations that carry one.
     """
 
     archived_per_hour: list[HourlyCount]
@@ -302,6 +305,9 @@ class ArchivalStats(_Model):
     latency_avg_seconds: float | None = None
     latency_p95_seconds: float | None = None
     unlinked_conversations: int = 0
+    expiry_samples: int = 0
+    before_expiry_avg_seconds: float | None = None
+    before_expiry_min_seconds: float | None = None
 
 
 class UserGrowthStats(_Model):

@@ -8,7 +8,7 @@
 begin;
 \ir _helpers.psql
 
-select plan(34);
+select plan(37);
 
 insert into identity.users (id, shop_domain, created_at, last_seen) values
   -- new on the last day, never back
@@ -26,13 +26,15 @@ insert into identity.users (id, shop_domain, created_at, last_seen) values
 
 insert into identity.conversations
   (id, user_id, started_at, ended_at, metadata, created_at, archived_at) values
-  -- latency 600 s, hour 12
+  -- latency 600 s (from its end, not its expiry), hour 12; archived 3600 s before expiry
   ('5a000000-0000-4000-8000-000000000001', 'usr_stats000000000000000001', '2001-01-31 11:00+00',
-   '2001-01-31 11:50+00', '{}', '2001-01-31 12:00+00', '2001-01-31 12:00+00'),
+   '2001-01-31 11:50+00', '{"archive": {"expires_at": "2001-01-31T13:00:00Z"}}',
+   '2001-01-31 12:00+00', '2001-01-31 12:00+00'),
   -- latency 900 s, hour 11
   ('5a000000-0000-4000-8000-000000000002', 'usr_stats000000000000000001', '2001-01-31 10:00+00',
    '2001-01-31 11:00+00', '{}', '2001-01-31 11:15+00', '2001-01-31 11:15+00'),
-  -- no end, but the expiry the archiver recorded: latency 600 s, hour 12
+  -- no end, archived after the expiry the archiver recorded: latency 600 s, hour 12;
+  -- archived -600 s before expiry
   ('5a000000-0000-4000-8000-000000000003', 'usr_stats000000000000000002', '2001-01-31 10:00+00',
    null, '{"archive": {"expires_at": "2001-01-31T12:10:00Z"}}', '2001-01-31 12:20+00',
    '2001-01-31 12:20+00'),
@@ -54,7 +56,12 @@ insert into identity.conversations
   -- a malformed expiry is no sample (and no error), hour 8
   ('5a000000-0000-4000-8000-000000000009', 'usr_stats000000000000000003', '2001-01-31 07:00+00',
    null, '{"archive": {"expires_at": "not a time"}}', '2001-01-31 08:00+00',
-   '2001-01-31 08:00+00');
+   '2001-01-31 08:00+00'),
+  -- unlinked, no end, archived 1800.5 s before the expiry recorded as the archiver writes it
+  -- (Python's isoformat, milliseconds): no latency sample (it waited for nothing), hour 11
+  ('5a000000-0000-4000-8000-00000000000a', null, '2001-01-31 10:00+00',
+   null, '{"archive": {"expires_at": "2001-01-31T12:00:00.500+00:00"}}', '2001-01-31 11:30+00',
+   '2001-01-31 11:30+00');
 
 select tests.authenticate_as_service();
 create temporary table s on commit drop as
@@ -75,18 +82,24 @@ select is((select v -> 'archival' -> 'archived_per_hour' -> 23 ->> 'hour' from s
 select is(
   (select array_agg((b ->> 'count')::int order by ord)
    from s, jsonb_array_elements(v -> 'archival' -> 'archived_per_hour') with ordinality as x (b, ord)),
-  array[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 3],
-  'archived per hour: 13h the day before, then 08h, 10h, 11h and three in 12h');
-select is((select (v -> 'archival' ->> 'archived_24h')::int from s), 7,
-  'archived_24h: 7 conversations archived in the 24 hours up to as_of');
+  array[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 2, 3],
+  'archived per hour: 13h the day before, then 08h, 10h, two in 11h and three in 12h');
+select is((select (v -> 'archival' ->> 'archived_24h')::int from s), 8,
+  'archived_24h: 8 conversations archived in the 24 hours up to as_of');
 select is((select (v -> 'archival' ->> 'latency_samples')::int from s), 5,
-  'latency samples: the 5 conversations with an end or a valid expiry');
+  'latency samples: the 5 conversations with an end, or archived after their valid expiry');
 select is((select (v -> 'archival' ->> 'latency_avg_seconds')::float8 from s), 1140::float8,
   'average latency: (600 + 900 + 600 + 3600 + 0) / 5 = 1140 s');
 select is((select (v -> 'archival' ->> 'latency_p95_seconds')::float8 from s), 3060::float8,
   'p95 latency: 900 + 0.8 * (3600 - 900) = 3060 s (continuous percentile)');
-select is((select (v -> 'archival' ->> 'unlinked_conversations')::int from s), 1,
-  'unlinked: one conversation without a user existed at as_of');
+select is((select (v -> 'archival' ->> 'unlinked_conversations')::int from s), 2,
+  'unlinked: two conversations without a user existed at as_of');
+select is((select (v -> 'archival' ->> 'expiry_samples')::int from s), 3,
+  'expiry samples: the 3 conversations with a readable expiry, ended or not');
+select is((select (v -> 'archival' ->> 'before_expiry_avg_seconds')::numeric from s), 1600.167,
+  'archived before expiry, average: (3600 + 1800.5 - 600) / 3 = 1600.167 s');
+select is((select (v -> 'archival' ->> 'before_expiry_min_seconds')::numeric from s), -600.000,
+  'archived before expiry, closest call: -600 s (archived after the expiry it recorded)');
 
 -- ---------------------------------------------------------------------------------------------
 -- users

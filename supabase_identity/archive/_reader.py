@@ -3,9 +3,10 @@
 A page is read in a few pipelined round trips, the same on one node and on a cluster (commands
 are grouped by the node that owns their slot; nothing here spans slots):
 
-1. ``HGETALL`` of each ``conversation:<id>`` and ``session:<id>``, of a window of
-   ``message:<id>:<seq>`` keys, and one ``EXISTS`` over the ``probe_gap`` keys after it (one per
-   key on a cluster);
+1. ``HGETALL`` of each ``conversation:<id>`` (and its ``PTTL``: when the Redis copy would
+   expire, recorded in the row as ``metadata.archive.expires_at``) and ``session:<id>``, of a
+   window of ``message:<id>:<seq>`` keys, and one ``EXISTS`` over the ``probe_gap`` keys after
+   it (one per key on a cluster);
 2. further windows only for conversations whose ``EXISTS`` found something, doubling;
 3. ``GET`` for messages stored as strings (``HGETALL`` answers WRONGTYPE);
 4. ``GET merchant:<shop>`` for conversations with no user yet.
@@ -19,7 +20,9 @@ conversations are read in one round trip.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import redis
@@ -59,6 +62,18 @@ def user_from_merchant(value: bytes | str | None) -> str | None:
     return user if isinstance(user, str) and user else None
 
 
+def _expiry(pttl: Any, read_at: float) -> datetime | None:
+    """When a key with this ``PTTL`` reply (read at ``read_at``) expires; ``None`` without a TTL.
+
+    PTTL answers -1 for a key without a TTL and -2 for a missing one; neither has an expiry.
+    """
+    if isinstance(pttl, Exception):
+        raise pttl  # PTTL fails on no key type: connection trouble, not a bad key
+    if int(pttl) < 0:
+        return None
+    return datetime.fromtimestamp(read_at + int(pttl) / 1000, UTC)
+
+
 class _Probe:
     """Where probing of one conversation stands."""
 
@@ -92,17 +107,20 @@ class ConversationReader:
             cid = candidate.conversation_id
             heads.append(("HGETALL", conversation_key(cid)))
             heads.append(("HGETALL", session_key(cid)))
+            heads.append(("PTTL", conversation_key(cid)))
             probes.append(_Probe(RawConversation(cid, {}, {}, []), candidate.message_count_hint))
         strings: list[tuple[_Probe, int]] = []
         sizes = [self._first_window(probe.hint) for probe in probes]
         replies = self._probe_round(probes, sizes, strings, heads)
+        read_at = time.time()
         raws: dict[str, RawConversation] = {}
         live: list[_Probe] = []
         for index, probe in enumerate(probes):
             raw = probe.raw
             cid = raw.conversation_id
-            raw.conversation = self._hash(replies[2 * index], raw, f"conversation:{cid}")
-            raw.session = self._hash(replies[2 * index + 1], raw, f"session:{cid}")
+            raw.conversation = self._hash(replies[3 * index], raw, f"conversation:{cid}")
+            raw.session = self._hash(replies[3 * index + 1], raw, f"session:{cid}")
+            raw.expires_at = _expiry(replies[3 * index + 2], read_at)
             if not raw.conversation and not raw.session and probe.last_hit < 0:
                 continue  # nothing left in Redis: vanished
             raws[cid] = raw

@@ -249,6 +249,8 @@ class RawConversation:
     messages: list[tuple[int, Mapping[bytes | str, bytes | str] | bytes | str]]
     user_id: str | None = None
     issues: list[str] = field(default_factory=list)
+    #: When the Redis copy would have expired, from the key's TTL at read time (None: no TTL).
+    expires_at: datetime | None = None
 
 
 def _text_map(
@@ -380,6 +382,12 @@ def build_row(
             "issues": issues,
         }
     }
+    if raw.expires_at is not None:
+        # ISO-8601 in UTC to the millisecond (PTTL's unit); identity.stats reads it to report
+        # how long before its expiry each conversation was archived.
+        metadata["archive"]["expires_at"] = raw.expires_at.astimezone(UTC).isoformat(
+            timespec="milliseconds"
+        )
     if extra:
         metadata["redis"] = extra
     row = {

@@ -191,6 +191,51 @@ def test_window_selects_conversations_near_expiry_only(
     assert row(db, later) is None
 
 
+def test_the_recorded_expiry_is_what_stats_reports_as_archived_before_expiry(
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    user_id, _ = client.get_or_create_user(shop())
+    written = datetime.now(UTC)
+    cid = write_conversation(ConversationStore(r, ttl=timedelta(hours=1)), user_id, 1, end=False)
+
+    report = ConversationArchiver(client, r).run_once()
+    read_by = datetime.now(UTC)
+
+    assert report.archived == 1, report.failed
+    stored = row(db, cid)
+    assert stored is not None
+    expires_at = datetime.fromisoformat(stored["metadata"]["archive"]["expires_at"])
+    # The key's TTL at read time: an hour after the write, to the millisecond.
+    assert written + timedelta(hours=1) - timedelta(milliseconds=1) <= expires_at
+    assert expires_at <= read_by + timedelta(hours=1)
+    found = db.execute(
+        "select archived_at from identity.conversations where id = %s", (stored["id"],)
+    ).fetchone()
+    assert found is not None
+    archived_at: datetime = found[0]
+    margin = (expires_at - archived_at).total_seconds()
+    assert 0 < margin <= 3600
+
+    # identity.stats at that instant, with and without this row's expiry: the difference is
+    # this conversation alone (rows archived later do not count at a past as_of).
+    with_it = client.get_stats(as_of=archived_at).archival
+    db.execute(
+        "update identity.conversations set metadata = metadata #- '{archive,expires_at}'"
+        " where id = %s",
+        (stored["id"],),
+    )
+    without = client.get_stats(as_of=archived_at).archival
+
+    assert with_it.expiry_samples == without.expiry_samples + 1
+    assert with_it.before_expiry_avg_seconds is not None
+    total_with = with_it.before_expiry_avg_seconds * with_it.expiry_samples
+    total_without = (without.before_expiry_avg_seconds or 0) * without.expiry_samples
+    # Averages are rounded to the millisecond: allow that much per sample.
+    assert total_with - total_without == pytest.approx(margin, abs=0.001 * with_it.expiry_samples)
+    # Archived ahead of its expiry, it waited for nothing: no latency sample either way.
+    assert with_it.latency_samples == without.latency_samples
+
+
 def test_legacy_layout_without_index_is_found_by_scan_and_linked_via_merchant(
     r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:

@@ -3,6 +3,7 @@ counter, crossing gaps, and never one keyspace SCAN per page."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -90,3 +91,20 @@ def test_reading_never_scans_the_keyspace(redis_client: redis.Redis) -> None:
 
 def _commands(r: redis.Redis) -> int:
     return int(r.info("stats")["total_commands_processed"])
+
+
+def test_the_expiry_is_read_from_the_conversation_ttl(redis_client: redis.Redis) -> None:
+    put_messages(redis_client, "expiring", [0])
+    put_messages(redis_client, "immortal", [0])
+    redis_client.expire(conversation_key("expiring"), 3600)
+    reader = ConversationReader(redis_client, ArchiverConfig())
+
+    before = datetime.now(UTC)
+    raws = reader.read([candidate("expiring"), candidate("immortal")])
+    after = datetime.now(UTC)
+
+    expires_at = raws["expiring"].expires_at
+    assert expires_at is not None
+    # PTTL counts down from 3600 s between `before` and `after` (and is cut to the ms).
+    assert before + timedelta(seconds=3599) <= expires_at <= after + timedelta(seconds=3600)
+    assert raws["immortal"].expires_at is None

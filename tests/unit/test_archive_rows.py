@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -269,3 +269,18 @@ def test_an_id_longer_than_the_column_keeps_a_distinct_cut_source_id() -> None:
     row, issues = build_row(raw([], cid=first))
     assert row["source_id"] == src1
     assert "conversation id of 601 characters kept cut in source_id" in issues
+
+
+def test_the_expiry_read_from_redis_is_kept_in_metadata_as_utc_iso() -> None:
+    conversation = raw([(0, msg("hi", "2026-01-01T10:00:00Z"))])
+    paris = datetime(2026, 1, 1, 13, 0, 0, 250_000, tzinfo=timezone(timedelta(hours=1)))
+    conversation.expires_at = paris
+    row, _ = build_row(conversation)
+    stored = row["metadata"]["archive"]["expires_at"]
+    assert stored == "2026-01-01T12:00:00.250+00:00"
+    assert datetime.fromisoformat(stored) == paris
+
+
+def test_a_key_without_ttl_records_no_expiry() -> None:
+    row, _ = build_row(raw([(0, msg("hi", "2026-01-01T10:00:00Z"))]))
+    assert "expires_at" not in row["metadata"]["archive"]

@@ -55,6 +55,9 @@ def stats_json(*, hour_counts: list[int] | None = None, day_counts: list[int] | 
             "latency_avg_seconds": 95.5,
             "latency_p95_seconds": 3060,
             "unlinked_conversations": 3,
+            "expiry_samples": 9,
+            "before_expiry_avg_seconds": 4500,
+            "before_expiry_min_seconds": -2.5,
         },
         "users": {
             "total": 140,
@@ -493,6 +496,7 @@ def test_stats_on_a_terminal(
     assert "14 conversations  " + "·" * 20 + "▁·▄█  peak 9/h" in text
     assert "7 in 30 days  " + "·" * 27 + "▄·█  peak 5/day" in text
     assert "avg 95.5 s · p95 51.0 min · 12 with an end or expiry" in text
+    assert "before expiry         avg 75.0 min · closest -2.5 s · 9 with an expiry" in text
     assert "failed attempts       3 (conversations 2, crashed passes 1)" in text
     assert "140 · returning 35 (25.0%)" in text
     assert "median 1 · p95 2.8 · mean 1.33" in text
