@@ -5,6 +5,16 @@ Each pass walks it with ``HSCAN`` and looks the user up again (session, conversa
 ``merchant:<shop>``, the pending id), then calls ``rpc/link_conversations``. A value that cannot
 be a user id is never sent; a batch the database rejects is bisected, so one bad entry never
 keeps the others unlinked.
+
+Entries do not outlive their use, or the hash would grow with every conversation ever archived
+without a user and each pass would walk them all:
+
+* an entry whose row is already linked (by another archiver, or a re-archive that found its
+  user) is dropped: entries with no user to offer are sent with a null user, which
+  ``link_conversations`` never applies but answers for when the row has one;
+* an entry whose conversation is gone from Redis (no ``conversation:`` nor ``session:`` key)
+  gets one last attempt with what the entry itself knows (the pending user, the merchant's
+  user), then is dropped whatever the answer: nothing in Redis can ever link it later.
 """
 
 from __future__ import annotations
@@ -25,11 +35,17 @@ from ._types import ArchiverConfig, ArchiveReport, RpcCaller
 __all__ = ["Linker"]
 
 
+#: Replies per entry in the lookup pipeline: session user, conversation user, merchant value,
+#: and whether the conversation and session keys still exist.
+_REPLIES = 5
+
+
 @dataclass(frozen=True, slots=True)
 class _Link:
     conversation_id: str
     row_id: str
-    user_id: str
+    #: ``None``: no user known; sent only to learn whether the row is already linked.
+    user_id: str | None
 
 
 class Linker:
@@ -68,29 +84,43 @@ class Linker:
             pipe.hget(conversation_key(cid), "user_id")
             merchant = info.get("merchant_id")
             shop = shop_from_merchant(merchant if isinstance(merchant, str) else None)
-            # A key that cannot exist keeps three answers per entry (GET of a missing key).
+            # A key that cannot exist keeps one answer per lookup (GET of a missing key).
             pipe.get(merchant_key(shop) if shop else conversation_key(cid) + ":no-merchant")
+            # One key per EXISTS: the two keys hash to different slots of a cluster.
+            pipe.exists(conversation_key(cid))
+            pipe.exists(session_key(cid))
         values = pipe.execute(raise_on_error=False)
         for value in values:
             if isinstance(value, Exception) and not isinstance(value, redis.ResponseError):
                 raise value
         links: list[_Link] = []
+        gone: list[str] = []
         for index, (cid, info) in enumerate(pending):
+            at = _REPLIES * index
             session_user, conv_user, merchant = (
-                None if isinstance(v, Exception) else v for v in values[3 * index : 3 * index + 3]
+                None if isinstance(v, Exception) else v for v in values[at : at + 3]
             )
+            if not any(int(v) for v in values[at + 3 : at + 5] if not isinstance(v, Exception)):
+                gone.append(cid)
             pending_user = info.get("pending_user_id")
-            for candidate in (
-                text(session_user),
-                text(conv_user),
-                user_from_merchant(merchant),
-                pending_user if isinstance(pending_user, str) else None,
-            ):
-                user = usable_user_id(candidate, [], "user_id")
-                if user:
-                    links.append(_Link(cid, info["row_id"], user))
-                    break
+            user = next(
+                (
+                    found
+                    for candidate in (
+                        text(session_user),
+                        text(conv_user),
+                        user_from_merchant(merchant),
+                        pending_user if isinstance(pending_user, str) else None,
+                    )
+                    if (found := usable_user_id(candidate, [], "user_id"))
+                ),
+                None,
+            )
+            links.append(_Link(cid, info["row_id"], user))
         self._send(links, report)
+        if gone:
+            # Linked or not, nothing left in Redis can link these later.
+            report.unlinked_dropped += self._redis.hdel(UNLINKED_KEY, *gone)
 
     def _send(self, links: list[_Link], report: ArchiveReport) -> None:
         if not links:
@@ -108,7 +138,9 @@ class Linker:
             self._send(links[middle:], report)
             return
         linked_ids = {str(item["id"]) for item in linked or []}
-        done = [link.conversation_id for link in links if link.row_id in linked_ids]
+        done = [link for link in links if link.row_id in linked_ids]
         if done:
-            self._redis.hdel(UNLINKED_KEY, *done)
-            report.linked += len(done)
+            self._redis.hdel(UNLINKED_KEY, *(link.conversation_id for link in done))
+            offered = sum(1 for link in done if link.user_id is not None)
+            report.linked += offered
+            report.unlinked_dropped += len(done) - offered  # linked before, elsewhere

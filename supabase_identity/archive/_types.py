@@ -89,6 +89,7 @@ _COUNTERS: Final = (
     "linked",
     "leased_elsewhere",
     "vanished",
+    "unlinked_dropped",
 )
 
 
@@ -104,6 +105,8 @@ class ArchiveReport:
     linked: int = 0
     leased_elsewhere: int = 0
     vanished: int = 0
+    #: ``identity:archive:unlinked`` entries dropped: row linked elsewhere, or Redis copy gone.
+    unlinked_dropped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     issues: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0

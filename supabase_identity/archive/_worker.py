@@ -40,7 +40,7 @@ __all__ = ["Health", "Worker", "check_health"]
 logger = logging.getLogger("supabase_identity.archive")
 _T = TypeVar("_T")
 #: Counters kept in ``identity:archive:stats`` (plus ``failed``, ``passes``, ``pass_errors``).
-STAT_FIELDS = ("archived", "rearchived", "unchanged", "unlinked", "linked")
+STAT_FIELDS = ("archived", "rearchived", "unchanged", "unlinked", "linked", "unlinked_dropped")
 
 
 @dataclass(frozen=True)

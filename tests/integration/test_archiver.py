@@ -307,6 +307,60 @@ def test_unlinked_conversation_is_archived_then_linked_when_user_known(
     assert not r.hexists(UNLINKED_KEY, cid)
 
 
+def _expire(r: RedisClient, cid: str) -> None:
+    """The conversation's Redis copy is gone, as after its TTL (one key per call: slots)."""
+    for key in (conversation_key(cid), session_key(cid), message_key(cid, 0)):
+        r.delete(key)
+
+
+def test_stale_unlinked_entries_are_dropped_and_their_rows_kept(
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    store = ConversationStore(r)
+    live, expired, linked_elsewhere = (write_conversation(store, None, 1) for _ in range(3))
+    archiver = ConversationArchiver(client, r)
+    assert archiver.run_once().unlinked == 3
+    # One conversation's Redis copy expires; another's row is linked by someone else.
+    _expire(r, expired)
+    user_id, _ = client.get_or_create_user(shop())
+    elsewhere = row(db, linked_elsewhere)
+    assert elsewhere is not None
+    db.execute(
+        "update identity.conversations set user_id = %s where id = %s", (user_id, elsewhere["id"])
+    )
+
+    report = archiver.run_once()
+
+    assert report.unlinked_dropped == 2 and report.linked == 0, report
+    assert r.hexists(UNLINKED_KEY, live)
+    assert not r.hexists(UNLINKED_KEY, expired)
+    assert not r.hexists(UNLINKED_KEY, linked_elsewhere)
+    # Dropping an entry forgets it in Redis, never touches its row.
+    expired_row, elsewhere = row(db, expired), row(db, linked_elsewhere)
+    assert expired_row is not None and expired_row["user_id"] is None
+    assert elsewhere is not None and elsewhere["user_id"] == user_id
+    again = archiver.run_once()
+    assert again.unlinked_dropped == 0 and r.hexists(UNLINKED_KEY, live)
+
+
+def test_an_expired_unlinked_conversation_gets_a_last_link_from_its_entry(
+    r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
+) -> None:
+    ghost = "usr_" + uuid.uuid4().hex[:20]
+    cid = write_conversation(ConversationStore(r), ghost, 1)
+    archiver = ConversationArchiver(client, r)
+    assert archiver.run_once().unlinked == 1
+    _expire(r, cid)
+    db.execute("insert into identity.users (id, shop_domain) values (%s, %s)", (ghost, shop()))
+
+    report = archiver.run_once()
+
+    assert report.linked == 1 and report.unlinked_dropped == 0, report
+    assert not r.hexists(UNLINKED_KEY, cid)
+    stored = row(db, cid)
+    assert stored is not None and stored["user_id"] == ghost
+
+
 def test_user_id_not_yet_in_database_is_kept_pending_then_linked(
     r: RedisClient, client: IdentityClient, db: psycopg.Connection[Any]
 ) -> None:
