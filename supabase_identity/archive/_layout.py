@@ -70,7 +70,7 @@ __all__ = [
     "session_key",
 ]
 
-#: Workflow recorded when a session is created without one (the seed's default).
+#: Workflow recorded when a session is created without one (what the agents service assumes).
 DEFAULT_WORKFLOW: Final = "shopify_onboarding"
 #: Default lifetime of a conversation's keys, refreshed on every write (the agents service's TTL).
 DEFAULT_CONVERSATION_TTL: Final = timedelta(hours=24)

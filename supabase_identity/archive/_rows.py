@@ -225,8 +225,8 @@ def row_identity(conversation_id: str) -> tuple[str, str | None]:
 def shop_from_merchant(merchant_id: str | None) -> str | None:
     """The shop domain a merchant id names (``merchant_cool-shop`` → ``cool-shop.myshopify.com``).
 
-    The agents service builds merchant ids as ``merchant_<shop name>`` (seed, Phase 4.5.2); a
-    merchant id that already is a shop domain is taken as is.
+    The agents service builds merchant ids as ``merchant_<shop name>``; a merchant id that
+    already is a shop domain is taken as is.
     """
     if not merchant_id:
         return None

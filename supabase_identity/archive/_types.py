@@ -29,7 +29,7 @@ class RpcCaller(Protocol):
 class ArchiverConfig:
     """Tuning knobs; the defaults suit one archiver per service next to a busy agents service."""
 
-    #: Archive conversations whose keys expire within this window (the seed's 2 hours).
+    #: Archive conversations whose keys expire within this window.
     window: timedelta = timedelta(hours=2)
     #: Conversations per upsert request, and per read/claim page.
     batch_rows: int = 200
