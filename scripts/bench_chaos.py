@@ -86,6 +86,8 @@ class Chaos:
         self.events_sent: list[int] = []
         self.faults: list[Fault] = []
         self.archivers: list[subprocess.Popen[bytes] | None] = [None, None]
+        #: Writers, events and the fault schedule: joined by ``shutdown`` whatever happens.
+        self.threads: list[threading.Thread] = []
         self.tag = uuid.uuid4().hex[:8]
         with IdentityClient(redis_url=None) as client:
             self.user_id, _ = client.get_or_create_user(f"chaos-{self.tag}.myshopify.com")
@@ -186,8 +188,10 @@ class Chaos:
         fault = Fault(name, started=time.monotonic())
         self.faults.append(fault)
         print(f"chaos: {name}", flush=True)
-        begin()
-        end()
+        try:
+            begin()
+        finally:
+            end()  # a fault that failed half-way still ends: nothing stays down
         fault.ended = time.monotonic()
         threading.Thread(target=self.probe_recovery, args=(fault,), daemon=True).start()
 
@@ -237,10 +241,10 @@ class Chaos:
             self.start_archiver(index)
         threads = [threading.Thread(target=self.writer, args=(i,)) for i in range(2)]
         threads.append(threading.Thread(target=self.events))
-        for thread in threads:
-            thread.start()
         faults = threading.Thread(target=self.schedule)
-        faults.start()
+        self.threads = [*threads, faults]
+        for thread in self.threads:
+            thread.start()
         remaining = self.args.duration - (time.monotonic() - started)
         time.sleep(max(0.0, remaining))
         faults.join()
@@ -267,6 +271,24 @@ class Chaos:
                     break
                 time.sleep(1)
         self.report()
+
+    def shutdown(self) -> None:
+        """Whatever happened: stop the load, kill the archivers, bring every service back.
+
+        Runs after a failed run too (an exception, Ctrl-C), so no archiver process and no
+        writer thread outlives the benchmark, and no service stays down after a fault that
+        was cut short.
+        """
+        self.stop.set()
+        for proc in self.archivers:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for thread in self.threads:
+            thread.join()
+        stack("up")
+        if self.cluster:
+            stack("cluster", "up")
 
     def report(self) -> None:
         # A connection opened now: Postgres was restarted during the run.
@@ -349,10 +371,7 @@ def main() -> None:
     try:
         chaos.run()
     finally:
-        for proc in chaos.archivers:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        chaos.shutdown()
 
 
 if __name__ == "__main__":
