@@ -233,7 +233,7 @@ def run_worker(args: argparse.Namespace) -> None:
     result = {
         "seconds": seconds,
         "archived": report.archived,
-        "failed": len(report.failed),
+        "failed": report.failed_count,
         "rss_mib": rss_kib / 1024,
     }
     print(json.dumps(result))

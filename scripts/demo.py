@@ -156,7 +156,7 @@ def main() -> int:
 
         step("the archiver runs one pass")
         report = ConversationArchiver(identity, r, config=ArchiverConfig()).run_once()
-        print(f"  found {report.found}, archived {report.archived}, failed {len(report.failed)}")
+        print(f"  found {report.found}, archived {report.archived}, failed {report.failed_count}")
 
         step("the frontend reads profile and history over HTTP (the router, RLS behind it)")
         with serving(agents_service()) as base, httpx.Client(base_url=f"{base}/api/v1") as http:

@@ -1007,6 +1007,9 @@ def _archive_once(
         out.print(f"events: {_flush_sentence(events)}")
         for cid, reason in report.failed.items():
             err.print(f"failed {escape(cid)}: {escape(reason)}")
+        if report.failed_count > len(report.failed):
+            more = report.failed_count - len(report.failed)
+            err.print(f"... and {more} more, with their reasons in identity:archive:dead")
     if received:
         err.print(
             f"{received[0]}: the pass stopped after its current batch; run it again to finish"
@@ -1019,7 +1022,7 @@ def _report_sentence(report: ArchiveReport) -> str:
     return (
         f"found {report.found}, archived {report.archived}, re-archived {report.rearchived}, "
         f"unchanged {report.unchanged}, unlinked {report.unlinked}, linked {report.linked}, "
-        f"failed {len(report.failed)}"
+        f"failed {report.failed_count}"
     )
 
 

@@ -325,7 +325,7 @@ class ConversationArchiver:
                 if raw is None:
                     report.vanished += 1
                     if force:
-                        report.failed[cid] = "not found in Redis"
+                        report.add_failure(cid, "not found in Redis")
                     continue
                 try:
                     ready, issues = self._writer.ready_row(candidate, raw)
@@ -334,7 +334,7 @@ class ConversationArchiver:
                     self._writer.fail(cid, reason, report)
                     continue
                 if issues:
-                    report.issues[cid] = issues
+                    report.add_issues(cid, issues)
                 # Re-read under the lease: another archiver may have finished it since the
                 # candidate list was made, and archiving it again would be duplicate work.
                 archived_count = as_int(hash_field(raw.conversation, "archived_count"))

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from .._exceptions import ValidationError
 
 __all__ = ["ArchiveReport", "ArchiverConfig", "Candidate", "Page", "ReadyRow", "RpcCaller"]
+
+_V = TypeVar("_V")
 
 #: Upper bound of ``batch_rows``: PostgREST's default (and Supabase's) ``db-max-rows``.
 MAX_BATCH_ROWS: Final = 1000
@@ -90,12 +92,25 @@ _COUNTERS: Final = (
     "leased_elsewhere",
     "vanished",
     "unlinked_dropped",
+    "failed_count",
+    "repaired_count",
 )
+
+#: Conversations a report names in ``failed``, and in ``issues``. Beyond it they are counted
+#: only, so a report's memory does not grow with the number of conversations a pass meets (nor
+#: ``ConversationArchiver.totals`` with the passes of a long-running loop); every reason is
+#: still kept, in the dead-letter hash or in the row's ``metadata.archive.issues``.
+MAX_NAMED: Final = 1000
 
 
 @dataclass
 class ArchiveReport:
-    """What one pass did. ``failed`` maps conversation ids to the reason they were not archived."""
+    """What one pass did.
+
+    ``failed`` maps conversation ids to the reason they were not archived, and ``issues`` to what
+    was repaired in them, for the first :data:`MAX_NAMED` of each; ``failed_count`` and
+    ``repaired_count`` count them all.
+    """
 
     found: int = 0
     archived: int = 0
@@ -109,29 +124,56 @@ class ArchiveReport:
     unlinked_dropped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     issues: dict[str, list[str]] = field(default_factory=dict)
+    failed_count: int = 0
+    repaired_count: int = 0
     seconds: float = 0.0
+
+    def add_failure(self, conversation_id: str, reason: str) -> None:
+        """Count a conversation not archived; name it while fewer than MAX_NAMED are."""
+        if conversation_id in self.failed:
+            self.failed[conversation_id] = reason
+            return
+        self.failed_count += 1
+        if len(self.failed) < MAX_NAMED:
+            self.failed[conversation_id] = reason
+
+    def add_issues(self, conversation_id: str, issues: list[str]) -> None:
+        """Count a repaired conversation; name it while fewer than MAX_NAMED are."""
+        if conversation_id in self.issues:
+            self.issues[conversation_id] = issues
+            return
+        self.repaired_count += 1
+        if len(self.issues) < MAX_NAMED:
+            self.issues[conversation_id] = issues
 
     def merge(self, other: ArchiveReport) -> None:
         for name in _COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.failed.update(other.failed)
-        self.issues.update(other.issues)
+        _fill(self.failed, other.failed)
+        _fill(self.issues, other.issues)
 
     @property
     def done(self) -> int:
         """Conversations settled so far: stored, already stored, or failed."""
-        return self.archived + self.rearchived + self.unchanged + len(self.failed)
+        return self.archived + self.rearchived + self.unchanged + self.failed_count
 
     def summary(self) -> str:
         """One log line."""
         return (
             f"found={self.found} archived={self.archived} rearchived={self.rearchived} "
             f"unchanged={self.unchanged} unlinked={self.unlinked} linked={self.linked} "
-            f"failed={len(self.failed)}"
+            f"failed={self.failed_count}"
         )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _fill(named: dict[str, _V], more: Mapping[str, _V]) -> None:
+    """Add ``more`` to ``named`` until it holds MAX_NAMED entries."""
+    for key, value in more.items():
+        if key in named or len(named) < MAX_NAMED:
+            named[key] = value
 
 
 @dataclass(slots=True)

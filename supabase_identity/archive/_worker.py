@@ -195,8 +195,8 @@ class Worker:
             value = getattr(report, name)
             if value:
                 pipe.hincrby(STATS_KEY, name, value)
-        if report.failed:
-            pipe.hincrby(STATS_KEY, "failed", len(report.failed))
+        if report.failed_count:
+            pipe.hincrby(STATS_KEY, "failed", report.failed_count)
         pipe.hincrby(STATS_KEY, "passes", 1)
         try:
             pipe.execute()

@@ -132,7 +132,7 @@ class ArchiveWriter:
                     else "its row id belongs to another conversation (source_id differs)"
                 )
                 commands.append(self._dead_letter_command(cid, reason))
-                report.failed[cid] = reason
+                report.add_failure(cid, reason)
                 continue
             if status == "inserted":
                 report.archived += 1
@@ -164,7 +164,7 @@ class ArchiveWriter:
 
     def fail(self, conversation_id: str, reason: str, report: ArchiveReport) -> None:
         """Set one conversation aside with its reason; the rest of its page goes on."""
-        report.failed[conversation_id] = reason
+        report.add_failure(conversation_id, reason)
         self._dead_letter(conversation_id, reason)
 
     def _dead_letter(self, conversation_id: str, reason: str) -> None:

@@ -39,6 +39,7 @@ from supabase_identity.archive import (
     message_key,
     session_key,
 )
+from supabase_identity.archive import _types as archive_types
 from supabase_identity.archive._rows import row_identity
 
 from .._wait import wait_until
@@ -833,6 +834,27 @@ def test_keys_of_the_wrong_type_never_stop_the_pass(
     assert any("is not a hash" in issue for issue in issues_of(db, list_session))
     assert any("not a hash or a string" in issue for issue in issues_of(db, set_message))
     assert report.archived == 3
+
+
+def test_a_report_names_a_bounded_number_of_failures_and_counts_them_all(
+    r: RedisClient, client: IdentityClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(archive_types, "MAX_NAMED", 2)
+    bad = [f"string-conv-{uuid.uuid4().hex}" for _ in range(5)]
+    for cid in bad:
+        r.set(conversation_key(cid), "not a hash")
+        r.expire(conversation_key(cid), 600)
+    archiver = ConversationArchiver(client, r)
+
+    report = archiver.run_once()
+
+    assert report.failed_count == 5 and len(report.failed) == 2, report
+    assert set(report.failed) <= set(bad)
+    # Every reason is still kept, in the dead-letter hash.
+    assert all(r.hexists(DEAD_LETTER_KEY, cid) for cid in bad)
+    # The loop's running totals are bounded the same way.
+    archiver.run_once()
+    assert archiver.totals.failed_count == 10 and len(archiver.totals.failed) == 2
 
 
 def test_a_huge_message_counter_reads_only_the_messages_that_exist(

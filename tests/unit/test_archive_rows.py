@@ -18,6 +18,7 @@ from supabase_identity.archive._rows import (
     row_identity,
     shop_from_merchant,
 )
+from supabase_identity.archive._types import MAX_NAMED, ArchiveReport
 
 CID = "6f1c1f4e-2b7a-4c55-9a55-0c2b3b1f4d10"
 
@@ -284,3 +285,21 @@ def test_the_expiry_read_from_redis_is_kept_in_metadata_as_utc_iso() -> None:
 def test_a_key_without_ttl_records_no_expiry() -> None:
     row, _ = build_row(raw([(0, msg("hi", "2026-01-01T10:00:00Z"))]))
     assert "expires_at" not in row["metadata"]["archive"]
+
+
+def test_a_report_names_at_most_max_named_conversations_and_counts_all() -> None:
+    first, second = ArchiveReport(), ArchiveReport()
+    for n in range(MAX_NAMED + 500):
+        first.add_failure(f"f{n}", "rejected")
+        first.add_issues(f"i{n}", ["cut"])
+    first.add_failure("f0", "rejected again")  # the same conversation counts once
+    second.add_failure("other", "rejected")
+    second.archived = 3
+
+    first.merge(second)
+
+    assert first.failed_count == MAX_NAMED + 501 and len(first.failed) == MAX_NAMED
+    assert first.failed["f0"] == "rejected again"
+    assert first.repaired_count == MAX_NAMED + 500 and len(first.issues) == MAX_NAMED
+    assert first.done == 3 + MAX_NAMED + 501
+    assert "other" not in first.failed  # full: counted, not named
