@@ -130,21 +130,11 @@ class ArchiveReport:
 
     def add_failure(self, conversation_id: str, reason: str) -> None:
         """Count a conversation not archived; name it while fewer than MAX_NAMED are."""
-        if conversation_id in self.failed:
-            self.failed[conversation_id] = reason
-            return
-        self.failed_count += 1
-        if len(self.failed) < MAX_NAMED:
-            self.failed[conversation_id] = reason
+        self.failed_count += _name(self.failed, conversation_id, reason)
 
     def add_issues(self, conversation_id: str, issues: list[str]) -> None:
         """Count a repaired conversation; name it while fewer than MAX_NAMED are."""
-        if conversation_id in self.issues:
-            self.issues[conversation_id] = issues
-            return
-        self.repaired_count += 1
-        if len(self.issues) < MAX_NAMED:
-            self.issues[conversation_id] = issues
+        self.repaired_count += _name(self.issues, conversation_id, issues)
 
     def merge(self, other: ArchiveReport) -> None:
         for name in _COUNTERS:
@@ -169,11 +159,18 @@ class ArchiveReport:
         return asdict(self)
 
 
+def _name(named: dict[str, _V], key: str, value: _V) -> int:
+    """Put ``key`` in ``named`` if it is there already or there is room; 1 if it was not there."""
+    new = key not in named
+    if not new or len(named) < MAX_NAMED:
+        named[key] = value
+    return int(new)
+
+
 def _fill(named: dict[str, _V], more: Mapping[str, _V]) -> None:
     """Add ``more`` to ``named`` until it holds MAX_NAMED entries."""
     for key, value in more.items():
-        if key in named or len(named) < MAX_NAMED:
-            named[key] = value
+        _name(named, key, value)
 
 
 @dataclass(slots=True)
