@@ -54,7 +54,6 @@ RENAMES: dict[str, str] = {
     # supabase_identity._io: primitives written twice
     "AsyncRedisClient": "RedisClient",
     "AsyncRedisConnector": "RedisConnector",
-    "aredis_of": "redis_of",
     "asleep": "sleep",
     "ashield": "shield",
     "async_memory_view": "memory_view",

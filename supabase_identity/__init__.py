@@ -47,6 +47,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._async._client import AsyncIdentityClient
+    from ._async._redis_outbox import AsyncRedisOutbox
     from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
     from ._default import (
         close_default_client,
@@ -91,9 +92,10 @@ if TYPE_CHECKING:
         UserStats,
     )
     from ._monitoring import MaintenanceRun, read_archiver_stats, run_maintenance
-    from ._outbox import AsyncRedisOutbox, MemoryOutbox, RedisOutbox
+    from ._outbox import MemoryOutbox
     from ._settings import Settings, load_settings
     from ._sync._client import IdentityClient
+    from ._sync._redis_outbox import RedisOutbox
     from ._types import NOT_GIVEN, NotGiven
     from ._validation import (
         conversation_uuid,
@@ -119,7 +121,7 @@ _LAZY: dict[str, str] = {
     "ArchiverConfig": ".archive",
     "ArchiverStats": "._models",
     "AsyncIdentityClient": "._async._client",
-    "AsyncRedisOutbox": "._outbox",
+    "AsyncRedisOutbox": "._async._redis_outbox",
     "Conversation": "._models",
     "ConversationArchiver": ".archive",
     "ConversationPage": "._models",
@@ -144,7 +146,7 @@ _LAZY: dict[str, str] = {
     "OutboxEvent": "._models",
     "OutboxStats": "._models",
     "Privilege": "._keys",
-    "RedisOutbox": "._outbox",
+    "RedisOutbox": "._sync._redis_outbox",
     "RedisRedaction": "._models",
     "RemovedConversation": "._models",
     "SearchHit": "._models",

@@ -19,23 +19,23 @@ import redis.asyncio.retry
 import redis.retry
 from redis.backoff import EqualJitterBackoff
 
+from ._async._redis_outbox import AsyncRedisOutbox
 from ._constants import REDIS_CONNECT_TIMEOUT, REDIS_RETRIES, REDIS_SOCKET_TIMEOUT
-from ._outbox import AsyncMemoryOutbox, AsyncRedisOutbox, MemoryOutbox, RedisOutbox
+from ._outbox import AsyncMemoryOutbox, MemoryOutbox
 from ._redis import AsyncRedisClient, AsyncRedisConnector, RedisClient, RedisConnector
+from ._sync._redis_outbox import RedisOutbox
 
 __all__ = [
     "AsyncOutbox",
     "AsyncRedisClient",
     "Outbox",
     "RedisClient",
-    "aredis_of",
     "ashield",
     "asleep",
     "async_memory_view",
     "async_redis_from_url",
     "memory_view",
     "redis_from_url",
-    "redis_of",
     "shield",
     "sleep",
 ]
@@ -97,13 +97,3 @@ def redis_from_url(url: str, cluster: bool | None) -> RedisConnector:
     return RedisConnector(
         url, cluster=cluster, **_options(redis.retry.Retry(_backoff(), REDIS_RETRIES))
     )
-
-
-async def aredis_of(outbox: AsyncRedisOutbox) -> AsyncRedisClient:
-    """The Redis client behind ``outbox`` (built on first use)."""
-    return await outbox.redis()
-
-
-def redis_of(outbox: RedisOutbox) -> RedisClient:
-    """The blocking twin of :func:`aredis_of` (a property there)."""
-    return outbox.redis

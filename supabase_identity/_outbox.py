@@ -46,21 +46,14 @@ from typing import Literal
 from ._constants import (
     DEFAULT_MEMORY_DEAD_LETTER_SIZE,
     DEFAULT_MEMORY_OUTBOX_SIZE,
-    OUTBOX_KEY_PREFIX,
-    OUTBOX_LOCK_TTL_MS,
 )
 from ._models import DeadLetter, OutboxEvent, OutboxStats
-from ._redis import AsyncRedisClient, AsyncRedisConnector, RedisClient, RedisConnector
 from ._redis_keys import (
-    OUTBOX_ACK_SCRIPT,
-    OUTBOX_CLAIM_SCRIPT,
-    OUTBOX_LOCK_SCRIPT,
-    OUTBOX_RELEASE_SCRIPT,
     legacy_outbox_keys,
     outbox_keys,
 )
 
-__all__ = ["AsyncRedisOutbox", "MemoryOutbox", "RedisOutbox"]
+__all__ = ["AsyncMemoryOutbox", "MemoryOutbox", "RedisOutboxBase", "make_dead_letter"]
 
 log = logging.getLogger("supabase_identity")
 
@@ -243,19 +236,24 @@ class AsyncMemoryOutbox:
 # scripts run on a Redis Cluster too).
 
 #: Entries moved per round trip when draining the lists written before the hash tag.
-_DRAIN_CHUNK = 500
+DRAIN_CHUNK = 500
 
 
-def _decode(raw: bytes | str) -> str:
+def decode(raw: bytes | str) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
 
-def _dead_json(dead: DeadLetter) -> str:
+def dead_json(dead: DeadLetter) -> str:
     return dead.model_dump_json()
 
 
-class _RedisKeys:
-    """Key names and (de)serialization shared by the sync and async Redis outboxes."""
+class RedisOutboxBase:
+    """What the Redis outbox twins share without I/O: key names, the lock token, (de)serialization.
+
+    The twins themselves (:class:`~supabase_identity.RedisOutbox` and
+    :class:`~supabase_identity.AsyncRedisOutbox`) are written once, as async code, and the blocking
+    one is generated from it.
+    """
 
     backend: Literal["redis"] = "redis"
 
@@ -284,7 +282,7 @@ class _RedisKeys:
         events: list[OutboxEvent] = []
         self._unparseable = []
         for raw in raws:
-            text = _decode(raw)
+            text = decode(raw)
             try:
                 events.append(OutboxEvent.model_validate_json(text))
             except ValueError as err:
@@ -299,256 +297,14 @@ class _RedisKeys:
             for raw in self._unparseable
         ]
         self._unparseable = []
-        return [self._token, *(_dead_json(d) for d in dead), *extra]
+        return [self._token, *(dead_json(d) for d in dead), *extra]
 
     @staticmethod
     def _parse_dead(raws: Sequence[bytes | str]) -> list[DeadLetter]:
         out: list[DeadLetter] = []
         for raw in raws:
             try:
-                out.append(DeadLetter.model_validate_json(_decode(raw)))
+                out.append(DeadLetter.model_validate_json(decode(raw)))
             except ValueError:
                 continue  # raw unparseable entries stay in Redis for a human to look at
         return out
-
-
-class RedisOutbox(_RedisKeys):
-    """Durable outbox in Redis (sync client). See the module docstring for the key layout.
-
-    Usage::
-
-        outbox = RedisOutbox(redis.Redis.from_url("redis://localhost:6379/0"))
-        client = IdentityClient(outbox=outbox)
-
-    ``client`` is a ``redis.Redis``, a ``RedisCluster``, or a :class:`RedisConnector` (built
-    on first use). A client passed in is not closed by the outbox: whoever created it closes it.
-    """
-
-    def __init__(
-        self,
-        client: RedisClient | RedisConnector,
-        *,
-        key_prefix: str = OUTBOX_KEY_PREFIX,
-        lock_ttl_ms: int = OUTBOX_LOCK_TTL_MS,
-    ) -> None:
-        super().__init__(key_prefix, lock_ttl_ms)
-        self._source = client
-
-    @property
-    def redis(self) -> RedisClient:
-        """The Redis client (built on first use when the outbox was given a connector)."""
-        if isinstance(self._source, RedisConnector):
-            return self._source.client()
-        return self._source
-
-    def close(self) -> None:
-        """Close the client if the outbox built it (from a connector)."""
-        if isinstance(self._source, RedisConnector):
-            self._source.close()
-
-    def _drain_legacy(self) -> None:
-        """Move events left in the lists written before the hash tag (see ``_redis_keys``)."""
-        if self._legacy_drained:
-            return
-        for old, new in self._legacy:
-            while items := self.redis.lrange(old, 0, _DRAIN_CHUNK - 1):
-                self.redis.rpush(new, *items)  # a crash here redelivers; ids deduplicate
-                self.redis.ltrim(old, len(items), -1)
-        self._legacy_drained = True
-
-    def push(self, events: Sequence[OutboxEvent]) -> None:
-        """Append ``events`` to the pending list (raises ``redis.RedisError`` if Redis is down)."""
-        if events:
-            self.redis.rpush(self.pending_key, *(e.model_dump_json() for e in events))
-
-    def try_lock(self) -> bool:
-        """Take the flush lock (in this process and in Redis) without waiting."""
-        if not self._local.acquire(blocking=False):
-            return False
-        try:
-            taken = self.redis.set(self.lock_key, self._token, nx=True, px=self.lock_ttl_ms)
-        except BaseException:
-            self._local.release()
-            raise
-        if not taken:
-            self._local.release()
-        return bool(taken)
-
-    def refresh_lock(self) -> bool:
-        """Extend the lock; ``False`` if it expired and someone else may hold it."""
-        return bool(
-            self.redis.eval(OUTBOX_LOCK_SCRIPT, 1, self.lock_key, self._token, self.lock_ttl_ms)
-        )
-
-    def unlock(self) -> None:
-        """Release the lock if this outbox still owns it."""
-        try:
-            self.redis.eval(OUTBOX_LOCK_SCRIPT, 1, self.lock_key, self._token, 0)
-        finally:
-            self._local.release()
-
-    def claim(self, max_items: int) -> list[OutboxEvent] | None:
-        """Move the next batch to the processing list and return it; ``None`` if lock lost."""
-        self._drain_legacy()
-        keys = (self.pending_key, self.processing_key, self.lock_key)
-        raws = self.redis.eval(OUTBOX_CLAIM_SCRIPT, 3, *keys, self._token, max_items)
-        if raws is None:
-            return None
-        return self._parse_batch(raws)
-
-    def ack(self, dead: Sequence[DeadLetter] = ()) -> None:
-        """Delete the delivered batch and append its dead letters, atomically."""
-        keys = (self.processing_key, self.dead_key, self.lock_key)
-        done = self.redis.eval(OUTBOX_ACK_SCRIPT, 3, *keys, *self._ack_args(dead))
-        if not done:
-            log.warning("Lost the outbox flush lock before acknowledging; batch will be resent")
-
-    def release(self) -> None:
-        """Return the batch to the head of the pending list (delivery failed)."""
-        keys = (self.pending_key, self.processing_key, self.lock_key)
-        self.redis.eval(OUTBOX_RELEASE_SCRIPT, 3, *keys, self._token)
-
-    def add_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
-        """Append dead letters produced outside a flush."""
-        if dead:
-            self.redis.rpush(self.dead_key, *(_dead_json(d) for d in dead))
-
-    def pending_count(self) -> int:
-        """Events waiting, including a batch in processing."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.llen(self.pending_key)
-        pipe.llen(self.processing_key)
-        pending, processing = pipe.execute()
-        return int(pending) + int(processing)
-
-    def dead_letters(self) -> list[DeadLetter]:
-        """Every dead letter kept, oldest first."""
-        return self._parse_dead(self.redis.lrange(self.dead_key, 0, -1))
-
-    def stats(self) -> OutboxStats:
-        """Counts for monitoring."""
-        pipe = self.redis.pipeline(transaction=False)
-        for key in (self.pending_key, self.processing_key, self.dead_key):
-            pipe.llen(key)
-        pending, processing, dead = pipe.execute()
-        return OutboxStats(
-            backend="redis",
-            pending=int(pending),
-            in_flight=int(processing),
-            dead_lettered=int(dead),
-        )
-
-
-class AsyncRedisOutbox(_RedisKeys):
-    """Durable outbox in Redis for the async client (``redis.asyncio``; never blocks the loop)."""
-
-    def __init__(
-        self,
-        client: AsyncRedisClient | AsyncRedisConnector,
-        *,
-        key_prefix: str = OUTBOX_KEY_PREFIX,
-        lock_ttl_ms: int = OUTBOX_LOCK_TTL_MS,
-    ) -> None:
-        super().__init__(key_prefix, lock_ttl_ms)
-        self._source = client
-
-    async def redis(self) -> AsyncRedisClient:
-        """The Redis client (built on first use when the outbox was given a connector)."""
-        if isinstance(self._source, AsyncRedisConnector):
-            return await self._source.client()
-        return self._source
-
-    async def aclose(self) -> None:
-        """Close the client if the outbox built it (from a connector)."""
-        if isinstance(self._source, AsyncRedisConnector):
-            await self._source.aclose()
-
-    async def _drain_legacy(self) -> None:
-        if self._legacy_drained:
-            return
-        r = await self.redis()
-        for old, new in self._legacy:
-            while items := await r.lrange(old, 0, _DRAIN_CHUNK - 1):
-                await r.rpush(new, *items)
-                await r.ltrim(old, len(items), -1)
-        self._legacy_drained = True
-
-    async def push(self, events: Sequence[OutboxEvent]) -> None:
-        if events:
-            r = await self.redis()
-            await r.rpush(self.pending_key, *(e.model_dump_json() for e in events))
-
-    async def try_lock(self) -> bool:
-        if not self._local.acquire(blocking=False):
-            return False
-        try:
-            r = await self.redis()
-            taken = await r.set(self.lock_key, self._token, nx=True, px=self.lock_ttl_ms)
-        except BaseException:
-            self._local.release()
-            raise
-        if not taken:
-            self._local.release()
-        return bool(taken)
-
-    async def refresh_lock(self) -> bool:
-        r = await self.redis()
-        return bool(
-            await r.eval(OUTBOX_LOCK_SCRIPT, 1, self.lock_key, self._token, self.lock_ttl_ms)
-        )
-
-    async def unlock(self) -> None:
-        try:
-            r = await self.redis()
-            await r.eval(OUTBOX_LOCK_SCRIPT, 1, self.lock_key, self._token, 0)
-        finally:
-            self._local.release()
-
-    async def claim(self, max_items: int) -> list[OutboxEvent] | None:
-        await self._drain_legacy()
-        keys = (self.pending_key, self.processing_key, self.lock_key)
-        r = await self.redis()
-        raws = await r.eval(OUTBOX_CLAIM_SCRIPT, 3, *keys, self._token, max_items)
-        if raws is None:
-            return None
-        return self._parse_batch(raws)
-
-    async def ack(self, dead: Sequence[DeadLetter] = ()) -> None:
-        keys = (self.processing_key, self.dead_key, self.lock_key)
-        r = await self.redis()
-        done = await r.eval(OUTBOX_ACK_SCRIPT, 3, *keys, *self._ack_args(dead))
-        if not done:
-            log.warning("Lost the outbox flush lock before acknowledging; batch will be resent")
-
-    async def release(self) -> None:
-        keys = (self.pending_key, self.processing_key, self.lock_key)
-        r = await self.redis()
-        await r.eval(OUTBOX_RELEASE_SCRIPT, 3, *keys, self._token)
-
-    async def add_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
-        if dead:
-            r = await self.redis()
-            await r.rpush(self.dead_key, *(_dead_json(d) for d in dead))
-
-    async def pending_count(self) -> int:
-        pipe = (await self.redis()).pipeline(transaction=False)
-        pipe.llen(self.pending_key)
-        pipe.llen(self.processing_key)
-        pending, processing = await pipe.execute()
-        return int(pending) + int(processing)
-
-    async def dead_letters(self) -> list[DeadLetter]:
-        r = await self.redis()
-        return self._parse_dead(await r.lrange(self.dead_key, 0, -1))
-
-    async def stats(self) -> OutboxStats:
-        pipe = (await self.redis()).pipeline(transaction=False)
-        for key in (self.pending_key, self.processing_key, self.dead_key):
-            pipe.llen(key)
-        pending, processing, dead = await pipe.execute()
-        return OutboxStats(
-            backend="redis",
-            pending=int(pending),
-            in_flight=int(processing),
-            dead_lettered=int(dead),
-        )

@@ -801,7 +801,7 @@ def events_flush(json_output: JsonFlag = None) -> None:
 
     Exit 1 if some remain undelivered.
     """
-    from ._outbox import RedisOutbox
+    from ._sync._redis_outbox import RedisOutbox
 
     with _client() as client:
         if not isinstance(client.outbox, RedisOutbox):

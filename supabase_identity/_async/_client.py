@@ -59,7 +59,6 @@ from .._exceptions import ConfigError, DataRejectedError, IdentityError
 from .._io import (
     AsyncOutbox,
     AsyncRedisClient,
-    aredis_of,
     ashield,
     asleep,
     async_memory_view,
@@ -81,11 +80,12 @@ from .._models import (
     UnlinkedCleanupResult,
     UserProfile,
 )
-from .._outbox import AsyncRedisOutbox, MemoryOutbox
+from .._outbox import MemoryOutbox
 from .._types import NOT_GIVEN, NotGiven, TimeoutTypes
 from .._validation import normalize_shop_domain
 from .._version import __version__
 from ._redaction import redact_redis
+from ._redis_outbox import AsyncRedisOutbox
 
 if TYPE_CHECKING:
     from supabase import AsyncClient as AsyncSupabaseClient
@@ -573,7 +573,8 @@ class AsyncIdentityClient(BaseIdentityClient):
         """Check the Redis outbox answers; raises ``ConfigError`` when none is configured."""
         if not isinstance(self._outbox, AsyncRedisOutbox):
             raise ConfigError("REDIS_URL is not set: events are buffered in process memory")
-        await (await aredis_of(self._outbox)).ping()
+        r = await self._outbox.redis()
+        await r.ping()
         return "Redis answered PING"
 
     # --- compliance (service key) ----------------------------------------------------------
@@ -643,7 +644,7 @@ class AsyncIdentityClient(BaseIdentityClient):
 
     async def _outbox_redis(self) -> AsyncRedisClient | None:
         if isinstance(self._outbox, AsyncRedisOutbox):
-            return await aredis_of(self._outbox)
+            return await self._outbox.redis()
         return None
 
     def _outbox_name(self) -> str:

@@ -62,7 +62,6 @@ from .._io import (
     RedisClient,
     memory_view,
     redis_from_url,
-    redis_of,
     shield,
     sleep,
 )
@@ -82,11 +81,12 @@ from .._models import (
     UnlinkedCleanupResult,
     UserProfile,
 )
-from .._outbox import MemoryOutbox, RedisOutbox
+from .._outbox import MemoryOutbox
 from .._types import NOT_GIVEN, NotGiven, TimeoutTypes
 from .._validation import normalize_shop_domain
 from .._version import __version__
 from ._redaction import redact_redis
+from ._redis_outbox import RedisOutbox
 
 if TYPE_CHECKING:
     from supabase import Client as SupabaseClient
@@ -566,7 +566,8 @@ class IdentityClient(BaseIdentityClient):
         """Check the Redis outbox answers; raises ``ConfigError`` when none is configured."""
         if not isinstance(self._outbox, RedisOutbox):
             raise ConfigError("REDIS_URL is not set: events are buffered in process memory")
-        (redis_of(self._outbox)).ping()
+        r = self._outbox.redis()
+        r.ping()
         return "Redis answered PING"
 
     # --- compliance (service key) ----------------------------------------------------------
@@ -636,7 +637,7 @@ class IdentityClient(BaseIdentityClient):
 
     def _outbox_redis(self) -> RedisClient | None:
         if isinstance(self._outbox, RedisOutbox):
-            return redis_of(self._outbox)
+            return self._outbox.redis()
         return None
 
     def _outbox_name(self) -> str:

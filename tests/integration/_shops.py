@@ -99,8 +99,8 @@ def populate_shop(
 
 def outbox_mentions(outbox: RedisOutbox, user_id: str) -> int:
     """Entries of ``user_id`` in the outbox's pending list and dead letters."""
-    pending = outbox.redis.lrange(outbox.pending_key, 0, -1)
-    dead = outbox.redis.lrange(outbox.dead_key, 0, -1)
+    pending = outbox.redis().lrange(outbox.pending_key, 0, -1)
+    dead = outbox.redis().lrange(outbox.dead_key, 0, -1)
     return sum(user_id.encode() in raw for raw in [*pending, *dead])
 
 

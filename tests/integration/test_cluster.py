@@ -30,13 +30,14 @@ import redis.exceptions
 
 from supabase_identity import (
     AsyncIdentityClient,
+    AsyncRedisOutbox,
     IdentityClient,
+    RedisOutbox,
     acomplete_oauth,
     complete_oauth,
     conversation_uuid,
 )
 from supabase_identity._models import OutboxEvent
-from supabase_identity._outbox import AsyncRedisOutbox, RedisOutbox
 from supabase_identity._redis import RedisConnector, connect_redis
 from supabase_identity._redis_keys import conversation_key, message_key, session_key
 from supabase_identity._settings import load_settings
@@ -124,7 +125,7 @@ def test_events_outbox_on_the_cluster_keeps_and_delivers_events(
     user_id, _ = client.get_or_create_user(shop())
     outbox = client.outbox
     assert isinstance(outbox, RedisOutbox)
-    assert isinstance(outbox.redis, redis.cluster.RedisCluster)  # detected from REDIS_URL
+    assert isinstance(outbox.redis(), redis.cluster.RedisCluster)  # detected from REDIS_URL
     from supabase_identity._models import OutboxEvent
 
     events = [

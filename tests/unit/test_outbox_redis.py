@@ -205,8 +205,9 @@ def test_redis_down_falls_back_to_memory_without_raising(
     with make_client(empty_env_dir, redis_url="redis://127.0.0.1:1/0") as c:
         # Fails fast: one short connect timeout and a single retry, not redis-py's defaults.
         assert isinstance(c.outbox, RedisOutbox)
-        assert isinstance(c.outbox.redis, redis.Redis)  # down: not yet known to be a cluster
-        pool_kwargs = c.outbox.redis.connection_pool.connection_kwargs
+        node = c.outbox.redis()
+        assert isinstance(node, redis.Redis)  # down: not yet known to be a cluster
+        pool_kwargs = node.connection_pool.connection_kwargs
         assert pool_kwargs["socket_connect_timeout"] == REDIS_CONNECT_TIMEOUT
         retry = pool_kwargs["retry"]
         # redis-py 6 added get_retries(); 5.x, which the floor allows, keeps the count private.
@@ -228,7 +229,7 @@ def test_client_builds_its_own_redis_from_redis_url_and_closes_it(
     before = len(redis_client.client_list())
     c = make_client(empty_env_dir, redis_url=redis_server)
     assert isinstance(c.outbox, RedisOutbox)
-    assert c.outbox.redis.ping()
+    assert c.outbox.redis().ping()
     assert len(redis_client.client_list()) == before + 1
     c.close()
     wait_until(
