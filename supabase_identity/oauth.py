@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from ._async._live import remember_merchant, set_conversation_user
 from ._client import AsyncIdentityClient, IdentityClient
 from ._constants import (
     MAX_EMAIL_LENGTH,
@@ -26,17 +27,19 @@ from ._constants import (
     MAX_NAME_LENGTH,
     MAX_SHOPIFY_ID_LENGTH,
 )
-from ._redis import AsyncRedisClient, RedisClient, queue_script
-from ._redis_keys import SET_IF_EXISTS_SCRIPT, conversation_key, merchant_key, session_key
+from ._redis import AsyncRedisClient, RedisClient
 from ._validation import (
     normalize_shop_domain,
     validate_conversation_id,
     validate_optional_text,
     validate_text,
 )
-from .archive._layout import ConversationStore, merchant_record
+from .archive._layout import DEFAULT_CONVERSATION_TTL, ConversationStore
 
 __all__ = ["OAuthResult", "acomplete_oauth", "complete_oauth", "merchant_id_for"]
+
+#: How long a user's index of live conversations lasts, as ``ConversationStore`` keeps it.
+_CONVERSATION_TTL_SECONDS = int(DEFAULT_CONVERSATION_TTL.total_seconds())
 
 OAUTH_EVENT = "oauth_complete"
 
@@ -148,22 +151,9 @@ async def acomplete_oauth(
         shop, email=email, name=name, shopify_id=shopify_id
     )
     await client.log_user_event(user_id, OAUTH_EVENT, _event_data(shop, is_new))
-    key = merchant_key(shop)
-
-    async def merge(pipe: Any) -> None:  # WATCHed: see remember_merchant
-        current = await pipe.get(key)
-        pipe.multi()
-        pipe.set(
-            key, merchant_record(current, shop_domain=shop, user_id=user_id, merchant_id=merchant)
-        )
-
-    # redis.asyncio's RedisCluster annotates ``func`` as a coroutine, yet awaits func(pipe).
-    await redis_client.transaction(merge, key)  # type: ignore[arg-type]
+    await remember_merchant(redis_client, shop, user_id, merchant)
     if conversation_id is not None:
-        pipe = redis_client.pipeline(transaction=False)
-        for key in (session_key(conversation_id), conversation_key(conversation_id)):
-            queue_script(
-                pipe, SET_IF_EXISTS_SCRIPT, key, "user_id", user_id, "merchant_id", merchant
-            )
-        await pipe.execute()
+        await set_conversation_user(
+            redis_client, conversation_id, user_id, merchant, _CONVERSATION_TTL_SECONDS
+        )
     return OAuthResult(user_id=user_id, is_new=is_new, merchant_id=merchant, shop_domain=shop)

@@ -28,10 +28,9 @@ crash never leaves a key that never expires).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 from .._constants import (
     MAX_MERCHANT_ID_LENGTH,
@@ -45,7 +44,6 @@ from .._redis_keys import (
     END_SCRIPT,
     NEXT_SEQ_SCRIPT,
     PUT_HASH_SCRIPT,
-    SET_IF_EXISTS_SCRIPT,
     USER_INDEX_SCRIPT,
     conversation_key,
     merchant_key,
@@ -53,6 +51,7 @@ from .._redis_keys import (
     session_key,
     user_conversations_key,
 )
+from .._sync._live import merchant_record, remember_merchant, set_conversation_user
 from .._validation import (
     validate_conversation_id,
     validate_text,
@@ -181,15 +180,7 @@ class ConversationStore:
         user_id = validate_user_id(user_id)
         if merchant_id is not None:
             _merchant(merchant_id)
-        args = ["user_id", user_id] + (["merchant_id", merchant_id] if merchant_id else [])
-        pipe = self._redis.pipeline(transaction=False)
-        for key in (session_key(conversation_id), conversation_key(conversation_id)):
-            queue_script(pipe, SET_IF_EXISTS_SCRIPT, key, *args)
-        touched = any(int(done) for done in pipe.execute())
-        if touched:
-            index = user_conversations_key(user_id)
-            self._redis.eval(USER_INDEX_SCRIPT, 1, index, self._ttl, conversation_id)
-        return touched
+        return set_conversation_user(self._redis, conversation_id, user_id, merchant_id, self._ttl)
 
     def append_message(
         self,
@@ -259,19 +250,7 @@ class ConversationStore:
         validate_user_id(user_id)
         if merchant_id is not None:
             _merchant(merchant_id)
-        key = merchant_key(shop_domain)
-
-        def merge(pipe: Any) -> None:
-            current = pipe.get(key)
-            pipe.multi()
-            pipe.set(
-                key,
-                merchant_record(
-                    current, shop_domain=shop_domain, user_id=user_id, merchant_id=merchant_id
-                ),
-            )
-
-        self._redis.transaction(merge, key)
+        remember_merchant(self._redis, shop_domain, user_id, merchant_id)
 
     def _refresh_messages(self, conversation_id: str, count: int) -> None:
         """Give the messages of a resumed conversation the same deadline as the rest."""
@@ -285,27 +264,3 @@ class ConversationStore:
 
 def _merchant(merchant_id: str) -> str:
     return validate_text(merchant_id, field="merchant_id", max_length=MAX_MERCHANT_ID_LENGTH)
-
-
-def merchant_record(
-    current: bytes | str | None, *, shop_domain: str, user_id: str, merchant_id: str | None
-) -> str:
-    """The new ``merchant:<shop>`` JSON: what was there (if a JSON object) plus the user.
-
-    Existing fields (the auth service's token data, say) are kept; ``user_id`` is set and
-    ``merchant_id`` when given; unreadable content is replaced rather than failing a login.
-    """
-    data: dict[str, Any] = {}
-    if current:
-        try:
-            loaded = json.loads(current)
-        except ValueError:
-            loaded = None
-        if isinstance(loaded, dict):
-            data = loaded
-    data["shop_domain"] = shop_domain
-    data["user_id"] = validate_user_id(user_id)
-    if merchant_id is not None:
-        data["merchant_id"] = merchant_id
-    data["updated_at"] = _now_iso()
-    return json.dumps(data)

@@ -13,6 +13,7 @@ import redis
 import redis.asyncio
 
 from supabase_identity import AsyncIdentityClient, IdentityClient, ValidationError
+from supabase_identity._redis_keys import merchant_key, user_conversations_key
 from supabase_identity.archive import ConversationStore, conversation_key, session_key
 from supabase_identity.oauth import acomplete_oauth, complete_oauth, merchant_id_for
 
@@ -135,3 +136,40 @@ async def test_async_twin(ar: redis.asyncio.Redis, client: IdentityClient) -> No
         True,
         False,
     ]
+
+
+async def test_both_twins_write_the_same_keys(
+    r: redis.Redis, ar: redis.asyncio.Redis, client: IdentityClient
+) -> None:
+    # A login inside a chat, through each twin: the same merchant record, the same session and
+    # conversation fields, and the conversation in the user's index of live conversations (which
+    # redact_shop reads), with that index expiring like the conversation.
+    written: list[dict[str, object]] = []
+    async with AsyncIdentityClient(redis_url=None) as aclient:
+        for twin in ("sync", "async"):
+            live = str(uuid.uuid4())
+            ConversationStore(r).create_session(live)
+            if twin == "sync":
+                result = complete_oauth(
+                    new_shop(), redis_client=r, client=client, conversation_id=live
+                )
+            else:
+                result = await acomplete_oauth(
+                    new_shop(), redis_client=ar, client=aclient, conversation_id=live
+                )
+            index = user_conversations_key(result.user_id)
+            merchant = json.loads(r.get(merchant_key(result.shop_domain)) or b"{}")
+            written.append(
+                {
+                    "merchant": sorted(merchant),
+                    "merchant_user": merchant["user_id"] == result.user_id,
+                    "session": r.hget(session_key(live), "merchant_id")
+                    == result.merchant_id.encode(),
+                    "conversation": r.hget(conversation_key(live), "user_id")
+                    == result.user_id.encode(),
+                    "index": r.smembers(index) == {live.encode()},
+                    "index_expires": r.ttl(index) > 0,
+                }
+            )
+    assert written[0] == written[1]
+    assert written[1]["index"] is True and written[1]["index_expires"] is True
