@@ -53,6 +53,8 @@ SCAN_PAGE: Final = 1000
 #: Message numbers deleted per round trip past a conversation's counter; the walk stops at the
 #: first block in which nothing existed (a gap shorter than this is crossed).
 MESSAGE_BLOCK: Final = 64
+#: Conversations whose keys are deleted in the same pipelined round trips.
+CONVERSATION_PAGE: Final = 200
 
 
 def merchant_user_id(redis_client: RedisClient, shop_domain: str) -> str | None:
@@ -87,11 +89,12 @@ def redact_redis(
     merchants = int(redis_client.delete(merchant_key(shop_domain)))
     conversations, keys, messages = 0, 0, 0
     if users:
-        found = _indexed(redis_client, users) | _scanned(redis_client, users)
-        for conversation_id in sorted(found):
-            gone, gone_messages = _delete_conversation(redis_client, conversation_id)
-            conversations += gone > 0
-            keys += gone + gone_messages
+        found = sorted(_indexed(redis_client, users) | _scanned(redis_client, users))
+        for start in range(0, len(found), CONVERSATION_PAGE):
+            page = found[start : start + CONVERSATION_PAGE]
+            gone, gone_keys, gone_messages = _delete_conversations(redis_client, page)
+            conversations += gone
+            keys += gone_keys + gone_messages
             messages += gone_messages
         keys += int(redis_client.delete(*(user_conversations_key(u) for u in users)))
     outbox_entries, dead_letters = _purge_outboxes(redis_client, users, outbox_names)
@@ -140,33 +143,64 @@ def _sessions_of(redis_client: RedisClient, session_keys: list[str], users: set[
     }
 
 
-def _delete_conversation(redis_client: RedisClient, conversation_id: str) -> tuple[int, int]:
-    """Delete one conversation's keys; returns (contract and package keys, messages) deleted."""
-    hint = as_int(redis_client.hget(conversation_key(conversation_id), "message_count"))
+#: The keys and archiver entries :func:`_delete_conversations` removes per conversation, after
+#: reading its message counter; the first two are the contract keys it counts.
+_PER_CONVERSATION: Final = 7
+
+
+def _delete_conversations(
+    redis_client: RedisClient, conversation_ids: Sequence[str]
+) -> tuple[int, int, int]:
+    """Delete a page of conversations' keys in a few round trips for the whole page.
+
+    Returns (conversations that had a key, contract keys deleted, messages deleted). One
+    pipeline reads each message counter and deletes the conversation's own keys and archiver
+    entries; then the messages are walked for every conversation of the page at once.
+    """
     pipe = redis_client.pipeline(transaction=False)
-    for key in (conversation_key(conversation_id), session_key(conversation_id)):
-        pipe.delete(key)
-    pipe.delete(lease_key(conversation_id))
-    pipe.zrem(DUE_KEY, conversation_id)
-    pipe.hdel(UNLINKED_KEY, conversation_id)
-    pipe.hdel(DEAD_LETTER_KEY, conversation_id)
+    for conversation_id in conversation_ids:
+        pipe.hget(conversation_key(conversation_id), "message_count")  # read before the delete
+        pipe.delete(conversation_key(conversation_id))
+        pipe.delete(session_key(conversation_id))
+        pipe.delete(lease_key(conversation_id))
+        pipe.zrem(DUE_KEY, conversation_id)
+        pipe.hdel(UNLINKED_KEY, conversation_id)
+        pipe.hdel(DEAD_LETTER_KEY, conversation_id)
     replies: list[Any] = pipe.execute()
-    keys = sum(int(r) for r in replies[:2])
-    messages = 0
-    start, stop = 0, max(hint or 0, 0) + MESSAGE_BLOCK
-    while True:
-        deleted = _delete_messages(redis_client, conversation_id, range(start, stop))
-        messages += deleted
-        if deleted == 0 and stop > (hint or 0):
-            return keys, messages
-        start, stop = stop, stop + MESSAGE_BLOCK
+    conversations, keys = 0, 0
+    counters: dict[str, int] = {}
+    for n, conversation_id in enumerate(conversation_ids):
+        counter, conversation, session = replies[n * _PER_CONVERSATION : n * _PER_CONVERSATION + 3]
+        gone = int(conversation) + int(session)
+        conversations += gone > 0
+        keys += gone
+        counters[conversation_id] = max(as_int(counter) or 0, 0)
+    return conversations, keys, _delete_messages(redis_client, counters)
 
 
-def _delete_messages(redis_client: RedisClient, conversation_id: str, seqs: range) -> int:
-    pipe = redis_client.pipeline(transaction=False)
-    for seq in seqs:
-        pipe.delete(message_key(conversation_id, seq))
-    return sum(int(r) for r in pipe.execute())
+def _delete_messages(redis_client: RedisClient, counters: dict[str, int]) -> int:
+    """Delete ``message:<id>:<seq>`` for each conversation, all walked in the same round trips.
+
+    A conversation's first block runs from 0 past its counter by :data:`MESSAGE_BLOCK`, each
+    next block :data:`MESSAGE_BLOCK` further; its walk ends at the first block that deleted
+    nothing, so gaps shorter than a block are crossed and a wrong counter costs no message.
+    """
+    deleted = 0
+    walks = {cid: range(counter + MESSAGE_BLOCK) for cid, counter in counters.items()}
+    while walks:
+        pipe = redis_client.pipeline(transaction=False)
+        for conversation_id, seqs in walks.items():
+            for seq in seqs:
+                pipe.delete(message_key(conversation_id, seq))
+        replies = iter(pipe.execute())
+        following: dict[str, range] = {}
+        for conversation_id, seqs in walks.items():
+            found = sum(int(next(replies)) for _ in seqs)
+            if found:
+                deleted += found
+                following[conversation_id] = range(seqs.stop, seqs.stop + MESSAGE_BLOCK)
+        walks = following
+    return deleted
 
 
 def _purge_outboxes(

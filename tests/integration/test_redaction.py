@@ -24,7 +24,13 @@ import redis
 import redis.asyncio
 
 from supabase_identity import AsyncIdentityClient, AsyncRedisOutbox, IdentityClient, RedisOutbox
-from supabase_identity._redis_keys import COMPLIANCE_PENDING_KEY
+from supabase_identity._redis_keys import (
+    COMPLIANCE_PENDING_KEY,
+    conversation_key,
+    message_key,
+    session_key,
+)
+from supabase_identity._sync._redaction import CONVERSATION_PAGE, redact_redis
 from supabase_identity.archive import ArchiverConfig, ConversationArchiver
 
 from .._wait import wait_until
@@ -188,3 +194,44 @@ def test_the_archiver_loop_finishes_a_redaction_a_dead_process_left(
         loop_thread.join(timeout=60)
         service.close()
     assert not loop_thread.is_alive(), "run_forever did not stop"
+
+
+def test_redis_redaction_crosses_gaps_and_wrong_counters_page_by_page(
+    sdk_redis: redis.Redis,
+) -> None:
+    # Messages past a wrong counter, a gap shorter than a block, no counter at all, a counter far
+    # above the messages, and more conversations than one page: every message goes, a
+    # bystander's stay.
+    user, bystander = f"usr_{uuid.uuid4().hex[:24]}", f"usr_{uuid.uuid4().hex[:24]}"
+    layouts: dict[str, tuple[str | None, list[int]]] = {
+        "wrong-counter-and-gap": ("2", [*range(10), *range(60, 70)]),
+        "no-counter": (None, list(range(1, 6))),
+        "counter-too-high": ("500", [0, 1, 2]),
+    }
+    layouts.update(
+        {f"page-{n}": ("1", [0]) for n in range(CONVERSATION_PAGE)}  # a second page is needed
+    )
+    ids = {name: f"redact-{name}-{uuid.uuid4().hex}" for name in layouts}
+    kept = f"redact-kept-{uuid.uuid4().hex}"
+    for owner, conversation, (counter, seqs) in [
+        *((user, ids[name], layout) for name, layout in layouts.items()),
+        (bystander, kept, ("3", [0, 1, 2])),
+    ]:
+        sdk_redis.hset(conversation_key(conversation), mapping={"status": "active"})
+        if counter is not None:
+            sdk_redis.hset(conversation_key(conversation), "message_count", counter)
+        sdk_redis.hset(session_key(conversation), mapping={"user_id": owner})
+        for seq in seqs:
+            sdk_redis.hset(message_key(conversation, seq), mapping={"content": "hi"})
+
+    try:
+        result = redact_redis(sdk_redis, f"nobody-{uuid.uuid4().hex[:8]}.myshopify.com", [user])
+        assert result.conversations == len(layouts)
+        assert result.messages == sum(len(seqs) for _, seqs in layouts.values())
+        for conversation in ids.values():
+            assert list(sdk_redis.scan_iter(match=f"message:{conversation}:*")) == []
+            assert sdk_redis.exists(conversation_key(conversation), session_key(conversation)) == 0
+        assert sdk_redis.exists(*(message_key(kept, seq) for seq in range(3))) == 3
+    finally:
+        sdk_redis.delete(conversation_key(kept), session_key(kept))
+        sdk_redis.delete(*(message_key(kept, seq) for seq in range(3)))
